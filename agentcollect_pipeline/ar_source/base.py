@@ -1,0 +1,73 @@
+"""The AR source interface: what the pipeline needs from Bill.com, QuickBooks Online or NetSuite.
+
+Implementations return rows shaped like the warehouse tables (money in minor units plus currency), so
+the rules and outreach never see a provider's wire format.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+CurrencyLookup = Callable[[str | None], str | None]
+
+
+@dataclass
+class ChangeBatch:
+    """One page of changed records: rows to upsert, child rows (e.g. payment lines), and rejects."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    children: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PaymentToRecord:
+    """A payment received outside the AR source, to be recorded against one invoice."""
+
+    customer_id: str
+    invoice_id: str
+    amount_cents: int
+    currency: str
+    payment_date: date
+    method: str  # cash | check | card | ach | paypal | other
+    reference: str  # carries our idempotency key so a read-back can find the payment
+    description: str = ""
+
+
+class ARSource(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def customers_changed(self, since: datetime | None) -> Iterator[ChangeBatch]: ...
+
+    @abc.abstractmethod
+    def contacts_changed(
+        self, since: datetime | None, customer_regions: dict[str, str | None]
+    ) -> Iterator[ChangeBatch]: ...
+
+    @abc.abstractmethod
+    def invoices_changed(self, since: datetime | None, currency_of: CurrencyLookup) -> Iterator[ChangeBatch]: ...
+
+    @abc.abstractmethod
+    def received_payments_changed(
+        self, since: datetime | None, currency_of: CurrencyLookup, customer_id: str | None = None
+    ) -> Iterator[ChangeBatch]: ...
+
+    @abc.abstractmethod
+    def read_invoices(self, invoice_ids: Sequence[str], currency_of: CurrencyLookup) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def record_payment(self, payment: PaymentToRecord) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def write_customer_note(self, customer_id: str, text: str) -> str: ...
+
+    @abc.abstractmethod
+    def list_customer_notes(self, customer_id: str) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def api_stats(self) -> dict[str, Any]: ...

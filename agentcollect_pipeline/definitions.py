@@ -1,0 +1,56 @@
+"""The one Definitions object of the AgentCollect code location."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.jobs import collection_cycle
+from agentcollect_pipeline.resources import (
+    AlertWebhookResource,
+    ARSyncSettings,
+    BillComResource,
+    WarehouseResource,
+)
+from agentcollect_pipeline.schedules import collection_cycle_every_4_hours
+from agentcollect_pipeline.sensors import failed_check_alert, run_failure_alert
+from agentcollect_pipeline.settings import default_database_url, env, secret_or_default
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    warehouse = WarehouseResource(
+        database_url=secret_or_default("AGENTCOLLECT_DATABASE_URL", default_database_url())
+    )
+    return {
+        "warehouse": warehouse,
+        "billcom": BillComResource(
+            base_url=dg.EnvVar("BILLCOM_BASE_URL"),
+            username=dg.EnvVar("BILLCOM_USERNAME"),
+            password=dg.EnvVar("BILLCOM_PASSWORD"),
+            org_id=dg.EnvVar("BILLCOM_ORG_ID"),
+            dev_key=dg.EnvVar("BILLCOM_DEV_KEY"),
+            warehouse=warehouse,
+        ),
+        "ar_settings": ARSyncSettings(
+            org_currency=env("AGENTCOLLECT_ORG_CURRENCY"),
+            org_timezone=env("AGENTCOLLECT_ORG_TIMEZONE"),
+            overlap_seconds=int(env("AGENTCOLLECT_SYNC_OVERLAP_SECONDS")),
+            max_invalid_share=float(env("AGENTCOLLECT_MAX_INVALID_SHARE")),
+        ),
+        "alerts": AlertWebhookResource(url=secret_or_default("AGENTCOLLECT_ALERT_WEBHOOK_URL", None)),
+    }
+
+
+defs = dg.Definitions(
+    assets=AR_SOURCE_ASSETS,
+    asset_checks=AR_SOURCE_CHECKS,
+    jobs=[collection_cycle],
+    schedules=[collection_cycle_every_4_hours],
+    sensors=[run_failure_alert, failed_check_alert],
+    resources=build_resources(),
+)

@@ -1,0 +1,170 @@
+"""Dagster resources: one ConfigurableResource per external system, secrets bound through dg.EnvVar."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import dagster as dg
+import httpx
+from pydantic import Field
+
+from agentcollect_pipeline.ar_source.billcom import BillComARSource
+from agentcollect_pipeline.clients.billcom import BillComClient, RetryPolicy
+from agentcollect_pipeline.money import exponent
+from agentcollect_pipeline.warehouse.store import Warehouse, WarehouseSessionStore
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The project's database (SQLite file by default, PostgreSQL via AGENTCOLLECT_DATABASE_URL)."""
+
+    database_url: str = Field(description="SQLAlchemy URL; PostgreSQL must use postgresql+psycopg2://")
+
+    def get_warehouse(self) -> Warehouse:
+        return _warehouse(self.database_url)
+
+
+_WAREHOUSES: dict[str, Warehouse] = {}
+_WAREHOUSES_LOCK = threading.Lock()
+
+
+def _warehouse(url: str) -> Warehouse:
+    with _WAREHOUSES_LOCK:
+        if url not in _WAREHOUSES:
+            warehouse = Warehouse(url)
+            warehouse.ensure_schema()
+            _WAREHOUSES[url] = warehouse
+        return _WAREHOUSES[url]
+
+
+class ARSyncSettings(dg.ConfigurableResource):
+    """Organisation-level facts the AR source does not state itself."""
+
+    org_currency: str = Field(default="USD", description="currency of invoices whose customer names none")
+    org_timezone: str = Field(default="America/New_York", description="decides 'today' for overdue")
+    overlap_seconds: int = Field(default=120, ge=0, description="re-read window before the high-water mark")
+    max_invalid_share: float = Field(
+        default=0.05, ge=0, le=1, description="asset checks fail when more records than this are invalid"
+    )
+
+    def validated_currency(self) -> str:
+        exponent(self.org_currency)
+        return self.org_currency
+
+
+class BillComResource(dg.ConfigurableResource):
+    """Bill.com v2 (AR only). One client and one session per org per process, shared by every asset."""
+
+    base_url: str = Field(description="e.g. https://api.bill.com/api/v2 or https://api-stage.bill.com/api/v2")
+    username: str
+    password: str
+    org_id: str
+    dev_key: str
+    max_in_flight: int = Field(default=3, ge=1, le=3, description="Bill.com allows 3 concurrent requests per org")
+    page_size: int = Field(default=999, ge=1, le=999)
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = Field(default=6, ge=1, description="bounded retries on 429/5xx/timeouts/BDC_1322")
+    retry_base_delay_s: float = 0.25
+    warehouse: WarehouseResource
+
+    def get_client(self) -> BillComClient:
+        return _shared_client(self)
+
+    def get_source(self, settings: ARSyncSettings) -> BillComARSource:
+        return BillComARSource(
+            self.get_client(),
+            default_currency=settings.validated_currency(),
+            overlap=timedelta(seconds=settings.overlap_seconds),
+        )
+
+
+_CLIENTS: dict[str, BillComClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _shared_client(resource: BillComResource) -> BillComClient:
+    # The key hashes the secrets so that a credential change gets a new client, without keeping them in clear.
+    fingerprint = hashlib.sha256(
+        "\0".join(
+            [
+                resource.base_url,
+                resource.org_id,
+                resource.username,
+                resource.password,
+                resource.dev_key,
+                resource.warehouse.database_url,
+                str(resource.max_in_flight),
+                str(resource.page_size),
+                str(resource.read_timeout_s),
+                str(resource.max_attempts),
+            ]
+        ).encode()
+    ).hexdigest()
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(fingerprint)
+        if client is None:
+            client = BillComClient(
+                base_url=resource.base_url,
+                username=resource.username,
+                password=resource.password,
+                org_id=resource.org_id,
+                dev_key=resource.dev_key,
+                session_store=WarehouseSessionStore(resource.warehouse.get_warehouse()),
+                max_in_flight=resource.max_in_flight,
+                page_size=resource.page_size,
+                connect_timeout_s=resource.connect_timeout_s,
+                read_timeout_s=resource.read_timeout_s,
+                retry=RetryPolicy(max_attempts=resource.max_attempts, base_delay_s=resource.retry_base_delay_s),
+            )
+            _CLIENTS[fingerprint] = client
+        return client
+
+
+@atexit.register
+def _close_clients() -> None:
+    with _CLIENTS_LOCK:
+        for client in _CLIENTS.values():
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - best effort at interpreter exit
+                pass
+
+
+class AlertWebhookResource(dg.ConfigurableResource):
+    """Slack-compatible incoming webhook for failed runs and checks. Without a URL, alerts are only logged."""
+
+    url: str | None = Field(default=None, description="incoming-webhook URL (a secret: bind with EnvVar)")
+    timeout_s: float = 10.0
+    max_attempts: int = 4
+
+    def send(self, text: str) -> bool:
+        """Post `{"text": ...}`; retries 429/5xx with backoff. Returns whether the webhook accepted it."""
+        if not self.url:
+            log.warning("alert (no AGENTCOLLECT_ALERT_WEBHOOK_URL configured): %s", text)
+            return False
+        payload = {"text": text}
+        with httpx.Client(timeout=self.timeout_s) as http:
+            for attempt in range(self.max_attempts):
+                try:
+                    response = http.post(self.url, json=payload)
+                except httpx.TransportError as exc:
+                    problem = type(exc).__name__
+                else:
+                    if response.status_code < 300:
+                        return True
+                    if response.status_code != 429 and response.status_code < 500:
+                        log.error("alert webhook refused the alert with HTTP %s", response.status_code)
+                        return False
+                    problem = f"HTTP {response.status_code}"
+                delay = min(8.0, 0.5 * 2**attempt)
+                log.warning("alert webhook: %s; retrying in %.1fs", problem, delay)
+                time.sleep(delay)
+        log.error("alert webhook unreachable after %d attempts; alert was: %s", self.max_attempts, text)
+        return False

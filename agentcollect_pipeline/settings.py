@@ -1,0 +1,40 @@
+"""Environment variables the project reads, with their defaults. Secrets are bound with dg.EnvVar only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+# name -> (secret?, default, meaning). The README's table is generated from the same facts.
+ENVIRONMENT: dict[str, tuple[bool, str | None, str]] = {
+    "BILLCOM_BASE_URL": (False, None, "Bill.com v2 base URL, e.g. https://api.bill.com/api/v2 (stage: https://api-stage.bill.com/api/v2)"),
+    "BILLCOM_USERNAME": (True, None, "Bill.com API user name"),
+    "BILLCOM_PASSWORD": (True, None, "Bill.com API user password"),
+    "BILLCOM_ORG_ID": (True, None, "Bill.com organisation id (starts with 008)"),
+    "BILLCOM_DEV_KEY": (True, None, "Bill.com developer key"),
+    "AGENTCOLLECT_DATABASE_URL": (True, None, "project database; default sqlite file under AGENTCOLLECT_HOME; PostgreSQL as postgresql+psycopg2://user:pw@host/db"),
+    "AGENTCOLLECT_HOME": (False, ".agentcollect", "folder of the default SQLite database"),
+    "AGENTCOLLECT_ORG_CURRENCY": (False, "USD", "currency of invoices whose customer names none (v2 invoices carry no currency)"),
+    "AGENTCOLLECT_ORG_TIMEZONE": (False, "America/New_York", "the organisation's timezone: decides 'today' for overdue"),
+    "AGENTCOLLECT_SYNC_OVERLAP_SECONDS": (False, "120", "incremental reads re-read this many seconds before the high-water mark"),
+    "AGENTCOLLECT_MAX_INVALID_SHARE": (False, "0.05", "asset checks fail when a larger share of synced records is invalid"),
+    "AGENTCOLLECT_SCHEDULE_TIMEZONE": (False, "UTC", "timezone of the 4-hour collection_cycle schedule"),
+    "AGENTCOLLECT_ALERT_WEBHOOK_URL": (True, None, "Slack-compatible incoming webhook for failed runs and checks; unset = log only"),
+}
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else ENVIRONMENT[name][1]
+
+
+def default_database_url() -> str:
+    home = Path(env("AGENTCOLLECT_HOME") or ".agentcollect").resolve()
+    return f"sqlite:///{home / 'agentcollect.sqlite'}"
+
+
+def secret_or_default(name: str, default: str | None) -> str | dg.EnvVar | None:
+    """An EnvVar when the variable is set (the UI then shows only its name), else the default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
