@@ -46,11 +46,16 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(
-    assets=AR_SOURCE_ASSETS,
-    asset_checks=AR_SOURCE_CHECKS,
-    jobs=[collection_cycle],
-    schedules=[collection_cycle_every_4_hours],
-    sensors=[run_failure_alert, failed_check_alert],
-    resources=build_resources(),
-)
+def build_definitions() -> dg.Definitions:
+    """Everything in the code location. Tests call it after setting the environment they want."""
+    return dg.Definitions(
+        assets=AR_SOURCE_ASSETS,
+        asset_checks=AR_SOURCE_CHECKS,
+        jobs=[collection_cycle],
+        schedules=[collection_cycle_every_4_hours],
+        sensors=[run_failure_alert, failed_check_alert],
+        resources=build_resources(),
+    )
+
+
+defs = build_definitions()

@@ -275,7 +275,7 @@ class BillComClient:
         """Yield pages of `List/<entity>` in order, keeping `max_in_flight` pages in flight.
 
         v2 returns no total, so the first short page ends the list; the pages already in flight beyond it
-        are the only waste (at most max_in_flight - 1 calls).
+        are the only waste (at most max_in_flight - 1 calls, none when the list fits in one page).
         """
         operation = f"List/{entity}"
         self._check_allowed(operation)
@@ -292,17 +292,23 @@ class BillComClient:
         with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="billcom-page") as pool:
             in_flight: deque[Future[list[dict[str, Any]]]] = deque()
             next_start = 0
-            for _ in range(self.max_in_flight):
-                in_flight.append(pool.submit(fetch, next_start))
-                next_start += self.page_size
+
+            def top_up(target: int) -> None:
+                nonlocal next_start
+                while len(in_flight) < target:
+                    in_flight.append(pool.submit(fetch, next_start))
+                    next_start += self.page_size
+
+            # The first page goes alone: most incremental reads fit in one page, and then no call is
+            # wasted. Once a page comes back full, `max_in_flight` pages stay in flight.
+            top_up(1)
             try:
                 while in_flight:
                     page = in_flight.popleft().result()
                     yield page
                     if len(page) < self.page_size:
                         break
-                    in_flight.append(pool.submit(fetch, next_start))
-                    next_start += self.page_size
+                    top_up(self.max_in_flight)
             finally:
                 for pending in in_flight:
                     pending.cancel()

@@ -1,0 +1,132 @@
+"""The code location: exactly what it defines, how it is bound, and how it runs unattended."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from agentcollect_pipeline import definitions
+from agentcollect_pipeline.sandboxes.server import serve_in_thread
+
+SECRET_ENV = ["BILLCOM_USERNAME", "BILLCOM_PASSWORD", "BILLCOM_ORG_ID", "BILLCOM_DEV_KEY"]
+
+
+def test_the_one_definitions_object_is_loadable_and_complete():
+    defs = definitions.defs
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} == {
+        "billcom_customers",
+        "billcom_customer_contacts",
+        "billcom_invoices",
+        "billcom_received_payments",
+    }
+    assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
+        f"{t}:{t}_invalid_share_within_bound"
+        for t in ("billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments")
+    }
+    assert defs.resolve_job_def("collection_cycle")
+    schedule = defs.resolve_schedule_def("collection_cycle_every_4_hours")
+    assert schedule.cron_schedule == "0 */4 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert {s.name for s in defs.sensors} == {"run_failure_alert", "failed_check_alert"}
+
+
+def test_billcom_pool_guards_every_billcom_asset():
+    for asset in definitions.defs.assets:
+        assert asset.op.pool == "billcom"
+
+
+def test_secrets_are_bound_as_env_vars_not_values():
+    billcom = definitions.build_resources()["billcom"]
+    for field in ("username", "password", "org_id", "dev_key", "base_url"):
+        assert isinstance(getattr(billcom, field), dg.EnvVar), field
+
+
+def test_schedule_tick_requests_a_collection_cycle_run():
+    schedule = definitions.defs.resolve_schedule_def("collection_cycle_every_4_hours")
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+        )
+        requests = schedule.evaluate_tick(context).run_requests
+    assert len(requests) == 1
+
+
+def test_collection_cycle_runs_from_environment_variables(billcom, tmp_path, monkeypatch):
+    credentials = billcom.sandbox.credentials
+    monkeypatch.setenv("BILLCOM_BASE_URL", billcom.base_url)
+    monkeypatch.setenv("BILLCOM_USERNAME", credentials["username"])
+    monkeypatch.setenv("BILLCOM_PASSWORD", credentials["password"])
+    monkeypatch.setenv("BILLCOM_ORG_ID", credentials["org_id"])
+    monkeypatch.setenv("BILLCOM_DEV_KEY", credentials["dev_key"])
+    monkeypatch.setenv("AGENTCOLLECT_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    monkeypatch.setenv("AGENTCOLLECT_MAX_INVALID_SHARE", "0.5")
+    defs = definitions.build_definitions()
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("collection_cycle").execute_in_process(instance=instance)
+    assert result.success
+    assert (tmp_path / "env.sqlite").exists()
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments"}
+
+
+def test_missing_credentials_fail_naming_the_variable(monkeypatch, tmp_path):
+    for name in [*SECRET_ENV, "BILLCOM_BASE_URL"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AGENTCOLLECT_DATABASE_URL", f"sqlite:///{tmp_path / 'x.sqlite'}")
+    defs = definitions.build_definitions()
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="BILLCOM_"):
+        defs.resolve_job_def("collection_cycle").execute_in_process(instance=instance)
+
+
+class _WebhookReceiver:
+    """A stand-in for Slack's incoming webhook: records every JSON body it is sent."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.received = threading.Event()
+
+    async def __call__(self, scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(json.loads(body))
+        self.received.set()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_failed_run_is_posted_to_the_alert_webhook(billcom, tmp_path, monkeypatch):
+    receiver = _WebhookReceiver()
+    with serve_in_thread(receiver) as server:
+        monkeypatch.setenv("BILLCOM_BASE_URL", billcom.base_url)
+        monkeypatch.setenv("BILLCOM_USERNAME", "someone-else")
+        monkeypatch.setenv("BILLCOM_PASSWORD", "not-the-password")
+        monkeypatch.setenv("BILLCOM_ORG_ID", billcom.sandbox.credentials["org_id"])
+        monkeypatch.setenv("BILLCOM_DEV_KEY", billcom.sandbox.credentials["dev_key"])
+        monkeypatch.setenv("AGENTCOLLECT_DATABASE_URL", f"sqlite:///{tmp_path / 'alert.sqlite'}")
+        monkeypatch.setenv("AGENTCOLLECT_ALERT_WEBHOOK_URL", f"{server.url}/hooks/alerts")
+        defs = definitions.build_definitions()
+        instance = dg.DagsterInstance.ephemeral()
+        result = defs.resolve_job_def("collection_cycle").execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        sensor = defs.resolve_sensor_def("run_failure_alert")
+        context = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+            resources={"alerts": defs.resources["alerts"]},
+        ).for_run_failure()
+        sensor(context)
+        assert receiver.received.wait(5)
+    text = receiver.bodies[0]["text"]
+    assert "run failed" in text and result.run_id in text
+    assert "not-the-password" not in text

@@ -1,0 +1,73 @@
+"""collection_cycle on a Dagster instance and a project database in PostgreSQL (a fresh database per run).
+
+CI must run this: it is skipped only when CI is unset and no PostgreSQL answers, and it says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.resources import AlertWebhookResource, ARSyncSettings, WarehouseResource
+from agentcollect_pipeline.warehouse import schema
+from agentcollect_pipeline_tests.conftest import postgres_admin_url
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def postgres_url():
+    admin_url = sa.make_url(postgres_admin_url())
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})")
+    name = f"agentcollect_test_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'create database "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+        engine.dispose()
+
+
+def test_collection_cycle_on_postgres_instance_and_warehouse(billcom, postgres_url):
+    warehouse_resource = WarehouseResource(database_url=postgres_url)
+    resources = {
+        "billcom": billcom.resource(warehouse_resource),
+        "warehouse": warehouse_resource,
+        "ar_settings": ARSyncSettings(max_invalid_share=0.2),
+        "alerts": AlertWebhookResource(),
+    }
+    overrides = {"storage": {"postgres": {"postgres_url": postgres_url}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = dg.materialize([*AR_SOURCE_ASSETS, *AR_SOURCE_CHECKS], resources=resources, instance=instance)
+        assert result.success
+        assert instance.get_runs_count() == 1
+        records = instance.fetch_materializations(dg.AssetKey("billcom_invoices"), limit=1).records
+        assert records[0].asset_materialization.metadata["dagster/row_count"].value == len(
+            billcom.sandbox.entities("Invoice")
+        )
+    warehouse = warehouse_resource.get_warehouse()
+    assert warehouse.engine.dialect.name == "postgresql"
+    assert warehouse.count(schema.billcom_invoices) == len(billcom.sandbox.entities("Invoice"))
+    with warehouse.engine.connect() as conn:
+        column_type = conn.execute(
+            sa.text("select data_type from information_schema.columns "
+                    "where table_name = 'billcom_invoices' and column_name = 'amount_due_cents'")
+        ).scalar_one()
+    assert column_type == "bigint"
+    warehouse.engine.dispose()
