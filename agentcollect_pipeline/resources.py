@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import threading
@@ -131,10 +132,9 @@ def _shared_client(resource: BillComResource) -> BillComClient:
 def _close_clients() -> None:
     with _CLIENTS_LOCK:
         for client in _CLIENTS.values():
-            try:
+            # Best effort at interpreter exit: a failure here must not mask the run's own outcome.
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # noqa: BLE001 - best effort at interpreter exit
-                pass
 
 
 class AlertWebhookResource(dg.ConfigurableResource):

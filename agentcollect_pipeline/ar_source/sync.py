@@ -45,7 +45,8 @@ class SyncReport:
     mode: str  # full | incremental
     since: datetime | None
     high_water_mark: datetime | None
-    rows_changed: int
+    rows_read: int
+    rows_changed: int  # read rows updated after the previous mark; the overlap re-reads a few unchanged ones
     child_rows_changed: int
     rejected: list[str]
     pages: int
@@ -89,6 +90,7 @@ def sync_stream(
     if previous_mark is not None:
         marks.append(previous_mark)
     high_water_mark = max(marks, default=None)
+    fresh = [r for r in rows if previous_mark is None or r.get("updated_at") is None or r["updated_at"] > previous_mark]
     with warehouse.transaction() as conn:
         warehouse.upsert(conn, stream.table, rows)
         if stream.child_table is not None and stream.child_parent_column:
@@ -101,15 +103,16 @@ def sync_stream(
             high_water_mark=high_water_mark,
             synced_at=clock(),
             mode="incremental" if since is not None else "full",
-            rows_changed=len(rows),
+            rows_changed=len(fresh),
         )
-    changed = frame_from_rows(stream.table, rows)
+    changed = frame_from_rows(stream.table, fresh)
     return SyncReport(
         stream=stream.name,
         mode="incremental" if since is not None else "full",
         since=since,
         high_water_mark=high_water_mark,
-        rows_changed=len(rows),
+        rows_read=len(rows),
+        rows_changed=len(fresh),
         child_rows_changed=len(children),
         rejected=rejected,
         pages=pages,

@@ -90,6 +90,7 @@ def _materialize(
         "dagster/row_count": dg.MetadataValue.int(total),
         "dagster/table_name": stream.table.name,
         "rows_changed": dg.MetadataValue.int(report.rows_changed),
+        "rows_read": dg.MetadataValue.int(report.rows_read),
         "rows_invalid": dg.MetadataValue.int(invalid),
         "rows_with_warnings": dg.MetadataValue.int(warnings),
         "records_rejected": dg.MetadataValue.int(len(report.rejected)),
