@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest agentcollect_pipeline_tests
 
 ui: $(STAMP)
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/agentcollect ui
+	$(BIN)/agentcollect ui
 
 bench-sync: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync.py

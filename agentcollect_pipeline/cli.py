@@ -21,6 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
 
+    ui = commands.add_parser("ui", help="open the Dagster UI with a Bill.com sandbox to sync from")
+    ui.add_argument("--invoices", type=int, default=3000)
+    ui.add_argument("--customers", type=int, default=600)
+    ui.add_argument("--seed", type=int, default=7)
+    ui.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
+    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--sandbox-port", type=int, default=8081)
+
     args = parser.parse_args(argv)
     if args.command == "sandbox":
         from agentcollect_pipeline.sandboxes.billcom.app import main as billcom_sandbox
@@ -30,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
         from agentcollect_pipeline.demo import run_demo
 
         return run_demo(invoices=args.invoices, customers=args.customers, seed=args.seed, home=args.dagster_home)
+    if args.command == "ui":
+        from agentcollect_pipeline.demo import run_ui
+
+        return run_ui(
+            invoices=args.invoices,
+            customers=args.customers,
+            seed=args.seed,
+            home=args.dagster_home,
+            port=args.port,
+            sandbox_port=args.sandbox_port,
+        )
     parser.error(f"unknown command {args.command}")
     return 2
 

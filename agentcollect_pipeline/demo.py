@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import sqlalchemy as sa
@@ -55,7 +56,11 @@ def run_demo(*, invoices: int, customers: int, seed: int, home: Path) -> int:
         instance = dg.DagsterInstance.get()
         set_pool_limits(instance)
         print(f"Bill.com sandbox on {server.url} seeded with {customers} customers and {invoices} invoices")
-        result = defs.resolve_job_def("collection_cycle").execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def("collection_cycle").execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
         warehouse = defs.resources["warehouse"].get_warehouse()
         print(f"\ncollection_cycle run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
         print(f"project database: {warehouse.engine.url.render_as_string(hide_password=True)}")
@@ -80,10 +85,32 @@ def run_demo(*, invoices: int, customers: int, seed: int, home: Path) -> int:
                     "where is_active and amount_due_cents > 0 and due_date < :today "
                     "and validation_status != 'invalid' group by currency order by currency"
                 ),
-                {"today": date.today()},
+                {"today": datetime.now(ZoneInfo(defs.resources["ar_settings"].org_timezone)).date()},
             ).all()
         for currency, count, due_cents in overdue:
             print(f"  open past-due invoices in {currency}: {count}, {format_money(due_cents, currency)} due")
         print(f"\nDAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-        print("Open the UI on these runs: make ui   (or: DAGSTER_HOME=.dagster_home dagster dev -w workspace.yaml)")
+        print("Open the UI on these runs, with the sandbox running so you can materialize again: make ui")
         return 0 if result.success else 1
+
+
+def run_ui(*, invoices: int, customers: int, seed: int, home: Path, port: int, sandbox_port: int) -> int:
+    """`make ui`: the Dagster UI on the demo's instance, with a Bill.com sandbox to sync from."""
+    import subprocess
+    import sys
+
+    from agentcollect_pipeline.sandboxes.billcom import BillComSandbox
+    from agentcollect_pipeline.sandboxes.server import serve_in_thread
+
+    prepare_dagster_home(home)
+    sandbox = BillComSandbox()
+    sandbox.seed(seed=seed, invoices=invoices, customers=customers)
+    with serve_in_thread(sandbox.app, port=sandbox_port) as server:
+        environment = {**os.environ, **sandbox_environment(server.url, sandbox.credentials)}
+        print(f"Bill.com sandbox on {server.url}; Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops both)")
+        dagster = Path(sys.executable).with_name("dagster")
+        command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+        try:
+            return subprocess.call(command, env=environment)
+        except KeyboardInterrupt:
+            return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +16,9 @@ from agentcollect_pipeline.ar_source.base import ChangeBatch
 from agentcollect_pipeline.ar_source.billcom_records import region_for_country
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse, frame_from_rows
+
+PREVIEW_ROWS = 10
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class SyncReport:
     rejected: list[str]
     pages: int
     duration_s: float
-    changed: pd.DataFrame = field(repr=False)
+    latest_changes: pd.DataFrame = field(repr=False)  # the most recent few, for the preview
     status_counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -105,7 +110,8 @@ def sync_stream(
             mode="incremental" if since is not None else "full",
             rows_changed=len(fresh),
         )
-    changed = frame_from_rows(stream.table, fresh)
+    # Only a handful of rows are shown to people; a frame of the whole book would double peak memory.
+    latest = heapq.nlargest(PREVIEW_ROWS, fresh, key=lambda r: r.get("updated_at") or _EPOCH)
     return SyncReport(
         stream=stream.name,
         mode="incremental" if since is not None else "full",
@@ -117,8 +123,8 @@ def sync_stream(
         rejected=rejected,
         pages=pages,
         duration_s=time.perf_counter() - started,
-        changed=changed,
-        status_counts=changed["validation_status"].value_counts().to_dict() if len(changed) else {},
+        latest_changes=frame_from_rows(stream.table, latest),
+        status_counts=dict(Counter(r["validation_status"] for r in fresh)),
     )
 
 

@@ -21,7 +21,6 @@ from agentcollect_pipeline.warehouse.store import Warehouse, column_schema_rows
 GROUP = "ar_source"
 OWNERS = ["team:finance-data"]
 KINDS = {"billcom", "pandas", "sql"}
-PREVIEW_ROWS = 10
 # Columns that identify a person: masked in previews, which anyone with UI access can read.
 _EMAIL_COLUMNS = ("email",)
 _PHONE_COLUMNS = ("phone", "phone_e164", "alt_phone")
@@ -56,7 +55,7 @@ def mask_phone(value: object) -> object:
 
 
 def preview(frame: pd.DataFrame) -> dg.MetadataValue:
-    sample = frame.sort_values("updated_at", ascending=False, na_position="last").head(PREVIEW_ROWS).copy()
+    sample = frame.copy()
     for column in sample.columns:
         if column in _EMAIL_COLUMNS:
             sample[column] = sample[column].map(mask_email)
@@ -99,7 +98,7 @@ def _materialize(
         "api_calls": dg.MetadataValue.int(api_calls),
         "pages": dg.MetadataValue.int(report.pages),
         "duration_s": dg.MetadataValue.float(round(report.duration_s, 3)),
-        "preview_changed_rows": preview(report.changed),
+        "preview_changed_rows": preview(report.latest_changes),
     }
     if report.child_rows_changed:
         metadata["line_rows_changed"] = dg.MetadataValue.int(report.child_rows_changed)
