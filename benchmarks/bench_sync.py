@@ -56,8 +56,8 @@ class SandboxProcess:
     def credentials(self) -> dict:
         return self.control.get("/sandbox/credentials").json()
 
-    def entity_count(self, entity: str) -> int:
-        return len(self.control.get(f"/sandbox/entities/{entity}").json())
+    def counts(self) -> dict[str, int]:
+        return self.control.get("/sandbox/counts").json()
 
     def mutate(self, entity: str, count: int) -> list[str]:
         response = self.control.post("/sandbox/mutate", json={"entity": entity, "count": count, "seed": 1})
@@ -111,30 +111,39 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--changed-share", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=2, help="full syncs per latency setting; the fastest counts")
     args = parser.parse_args()
 
     seeded = time.perf_counter()
     sandbox = SandboxProcess(args.invoices, args.customers, args.seed)
     print(f"sandbox {sandbox.url} seeded in {time.perf_counter() - seeded:.1f}s", file=sys.stderr)
     try:
-        rows = {entity: sandbox.entity_count(entity) for entity in STREAMS}
+        counts = sandbox.counts()
+        rows = {entity: counts[entity] for entity in STREAMS}
         full_min_calls = 2 + sum(math.ceil(n / 999) for n in rows.values())
         with tempfile.TemporaryDirectory() as tmp:
-            sandbox.latency(0)
-            quiet = Warehouse(f"sqlite:///{Path(tmp) / 'no_latency.sqlite'}")
-            quiet.ensure_schema()
-            wall_quiet, _, _ = run_sync(sandbox, quiet, logout=True)
+            # Each full sync runs `repeat` times into a fresh database and the fastest counts: the sync is
+            # mostly CPU (parsing, validation, SQLite), so one noisy run would swamp the latency figure.
+            def fastest_full_sync(label: str) -> tuple[float, int, Warehouse]:
+                best = None
+                for attempt in range(args.repeat):
+                    warehouse = Warehouse(f"sqlite:///{Path(tmp) / f'{label}_{attempt}.sqlite'}")
+                    warehouse.ensure_schema()
+                    wall, calls, _ = run_sync(sandbox, warehouse, logout=True)
+                    print(f"full sync ({label}) #{attempt + 1}: {wall:.2f}s, {calls} calls", file=sys.stderr)
+                    if best is None or wall < best[0]:
+                        best = (wall, calls, warehouse)
+                return best
 
+            sandbox.latency(0)
+            wall_quiet, _, _ = fastest_full_sync("no_latency")
             sandbox.latency(args.latency_ms)
-            warehouse = Warehouse(f"sqlite:///{Path(tmp) / 'latency.sqlite'}")
-            warehouse.ensure_schema()
-            wall_full, full_calls, full_changed = run_sync(sandbox, warehouse, logout=True)
+            wall_full, full_calls, warehouse = fastest_full_sync("latency")
 
             changed_ids = sandbox.mutate("Invoice", round(rows["Invoice"] * args.changed_share))
             _, incr_calls, incr_changed = run_sync(sandbox, warehouse, logout=True)
         detail = {
             "rows": rows,
-            "full_changed": full_changed,
             "incr_changed_rows": incr_changed,
             "latency_part_s": round(wall_full - wall_quiet, 3),
             "latency_part_target_s": round(1.3 * full_calls * args.latency_ms / 1000 / 3, 3),

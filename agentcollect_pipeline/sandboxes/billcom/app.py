@@ -440,6 +440,11 @@ class BillComSandbox:
             if expire_sessions_after_calls is not None:
                 self._expire_after_calls = int(expire_sessions_after_calls) or None
 
+    def counts(self) -> dict[str, int]:
+        """Records per entity: what a benchmark needs without downloading the whole book."""
+        with self._lock:
+            return {entity: len(records) for entity, records in self._store.items()}
+
     def entities(self, entity: str) -> list[dict[str, Any]]:
         with self._lock:
             store = self._entity_store(entity)
@@ -1291,6 +1296,8 @@ class BillComSandbox:
             case ("POST", "mutate"):
                 return {"ids": self.mutate(entity=body.get("entity", "Invoice"), count=int(body.get("count", 1000)),
                                            seed=int(body.get("seed", 1)))}
+            case ("GET", "counts"):
+                return self.counts()
             case ("GET", "entities", entity):
                 return self.entities(entity)
             case ("GET", "entities", entity, object_id):
