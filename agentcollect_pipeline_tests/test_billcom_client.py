@@ -283,3 +283,18 @@ def test_notes_round_trip(billcom):
     assert note_id.startswith("act")
     notes = source.list_customer_notes(customer_id)
     assert any(n["message"] == "AgentCollect: payment of 1.00 USD posted" for n in notes)
+
+
+def test_an_org_without_the_contacts_list_still_syncs(billcom):
+    # List/CustomerContact is an inferred path: a Bill.com that answers "API not supported" is tolerated.
+    source = BillComARSource(billcom.client())
+    billcom.sandbox.inject("bdc_1121", path="List/CustomerContact", times=1)
+    assert [row for batch in source.contacts_changed(None, {}) for row in batch.rows] == []
+
+
+def test_an_org_that_refuses_the_updated_time_filter_gets_a_full_read(billcom):
+    source = BillComARSource(billcom.client())
+    mark = datetime(2026, 11, 1, tzinfo=UTC)
+    billcom.sandbox.inject("bdc_1130", path="List/Customer", times=1)
+    rows = [row for batch in source.customers_changed(mark) for row in batch.rows]
+    assert len(rows) == len(billcom.sandbox.entities("Customer"))

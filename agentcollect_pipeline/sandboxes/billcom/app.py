@@ -51,7 +51,9 @@ ZERO = Decimal("0.00")
 
 ENTITIES = ("Customer", "Invoice", "CustomerContact", "ReceivedPay", "Message")
 LISTABLE = ("Invoice", "Customer", "CustomerContact", "ReceivedPay")
-FAULT_KINDS = ("http_500", "http_503", "http_429", "bdc_1322", "bdc_1144", "bdc_1109", "malformed", "delay")
+# bdc_1121 / bdc_1130 stand in for a Bill.com that lacks an inferred endpoint or filter (UNVERIFIED ones).
+FAULT_KINDS = ("http_500", "http_503", "http_429", "bdc_1322", "bdc_1144", "bdc_1109", "bdc_1121", "bdc_1130",
+               "malformed", "delay")
 ID_PREFIX = {"Customer": "0cu", "Invoice": "00e", "CustomerContact": "0cc", "ReceivedPay": "0rp",
              "InvoicePay": "0ip", "InvoiceLineItem": "0il", "Message": "act"}
 
@@ -1142,9 +1144,12 @@ class BillComSandbox:
             "bdc_1322": "Max number of concurrent requests per organization reached.",
             "bdc_1144": f"Max number of allowed requests per hour reached: {self.config.requests_per_hour}.",
             "bdc_1109": "Session is invalid. Please log in.",
+            "bdc_1121": "API not supported.",
+            "bdc_1130": "Invalid list filter field.",
         }
         code = fault.kind.upper()
-        return self._error_response(ApiError(code, messages[fault.kind]))
+        http_status = 404 if fault.kind == "bdc_1121" else None
+        return self._error_response(ApiError(code, messages[fault.kind], http_status))
 
     async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
