@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 
 from agentcollect_pipeline import definitions
+from agentcollect_pipeline.resources import AlertWebhookResource
+from agentcollect_pipeline.sensors import failed_check_alert
 from agentcollect_pipeline.sandboxes.server import serve_in_thread
 
 SECRET_ENV = ["BILLCOM_USERNAME", "BILLCOM_PASSWORD", "BILLCOM_ORG_ID", "BILLCOM_DEV_KEY"]
@@ -23,21 +25,31 @@ def test_the_one_definitions_object_is_loadable_and_complete():
         "billcom_customer_contacts",
         "billcom_invoices",
         "billcom_received_payments",
+        "invoice_eligibility",
+        "collection_cases",
+        "ar_aging",
     }
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{t}:{t}_invalid_share_within_bound"
         for t in ("billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments")
+    } | {
+        "invoice_eligibility:no_paid_or_void_invoice_is_eligible",
+        "invoice_eligibility:eligible_invoices_have_a_reachable_customer",
+        "ar_aging:ar_aging_reconciles_to_open_invoices",
     }
     assert defs.resolve_job_def("collection_cycle")
     schedule = defs.resolve_schedule_def("collection_cycle_every_4_hours")
     assert schedule.cron_schedule == "0 */4 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert {s.name for s in defs.sensors} == {"run_failure_alert", "failed_check_alert"}
+    assert {s.name for s in defs.sensors} >= {"run_failure_alert", "failed_check_alert", "payment_events_sensor"}
+    assert defs.resolve_job_def("post_payment")
 
 
 def test_billcom_pool_guards_every_billcom_asset():
     for asset in definitions.defs.assets:
-        assert asset.op.pool == "billcom"
+        # The collections assets make no Bill.com call, so they take no billcom slot.
+        if asset.group_names_by_key[asset.key] != "collections":
+            assert asset.op.pool == "billcom"
 
 
 def test_secrets_are_bound_as_env_vars_not_values():
@@ -71,7 +83,11 @@ def test_collection_cycle_runs_from_environment_variables(billcom, tmp_path, mon
     assert result.success
     assert (tmp_path / "env.sqlite").exists()
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialized == {"billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments"}
+    assert materialized == {
+        "billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments",
+        "invoice_eligibility", "collection_cases", "ar_aging",
+    }
+    assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 def test_missing_credentials_fail_naming_the_variable(monkeypatch, tmp_path):
@@ -130,3 +146,30 @@ def test_failed_run_is_posted_to_the_alert_webhook(billcom, tmp_path, monkeypatc
     text = receiver.bodies[0]["text"]
     assert "run failed" in text and result.run_id in text
     assert "not-the-password" not in text
+
+
+def test_a_failed_non_blocking_check_in_a_successful_run_is_alerted():
+    @dg.asset
+    def ledger_total() -> int:
+        return 1
+
+    @dg.asset_check(asset=ledger_total, description="deliberately failing, WARN severity")
+    def ledger_total_reconciles() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN)
+
+    receiver = _WebhookReceiver()
+    with serve_in_thread(receiver) as server:
+        instance = dg.DagsterInstance.ephemeral()
+        result = dg.materialize([ledger_total, ledger_total_reconciles], instance=instance)
+        assert result.success
+        alerts = AlertWebhookResource(url=f"{server.url}/hooks/alerts")
+        context = dg.build_run_status_sensor_context(
+            sensor_name="failed_check_alert",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_success_event(),
+            resources={"alerts": alerts},
+        )
+        failed_check_alert(context)
+        assert receiver.received.wait(5)
+    assert "ledger_total:ledger_total_reconciles" in receiver.bodies[0]["text"]
