@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui bench-sync lint clean
+.PHONY: demo test ui bench-sync bench-rules lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ ui: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync.py
+
+bench-rules: $(STAMP)
+	$(BIN)/python benchmarks/bench_rules.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

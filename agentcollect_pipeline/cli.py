@@ -29,7 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--sandbox-port", type=int, default=8081)
 
+    payments = commands.add_parser("payments", help="payment events: import bank files")
+    payment_commands = payments.add_subparsers(dest="payments_command", required=True)
+    payments_import = payment_commands.add_parser(
+        "import", help="import a remittance/lockbox CSV: all rows or none, errors by line number"
+    )
+    payments_import.add_argument("file", type=Path)
+
+    webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/payments)")
+    webhooks.add_argument("--host", default="127.0.0.1")
+    webhooks.add_argument("--port", type=int, default=8090)
+
     args = parser.parse_args(argv)
+    if args.command == "payments":
+        return _payments(args)
+    if args.command == "webhooks":
+        return _webhooks(args)
     if args.command == "sandbox":
         from agentcollect_pipeline.sandboxes.billcom.app import main as billcom_sandbox
 
@@ -51,6 +66,41 @@ def main(argv: list[str] | None = None) -> int:
         )
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _database_url() -> str:
+    import os
+
+    from agentcollect_pipeline.settings import default_database_url
+
+    return os.environ.get("AGENTCOLLECT_DATABASE_URL") or default_database_url()
+
+
+def _payments(args: argparse.Namespace) -> int:
+    from agentcollect_pipeline.payments.intake import import_csv
+    from agentcollect_pipeline.resources import _warehouse
+
+    report = import_csv(_warehouse(_database_url()), args.file)
+    if report.errors:
+        for error in report.errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(f"{args.file}: nothing imported ({len(report.errors)} error(s))", file=sys.stderr)
+        return 1
+    print(f"{args.file}: {report.stored} payment event(s) stored, {report.duplicates} already known")
+    return 0
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from agentcollect_pipeline.sandboxes.server import serve_forever
+    from agentcollect_pipeline.webhooks.app import receiver_from_environment
+
+    try:
+        receiver = receiver_from_environment(_database_url())
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    serve_forever(receiver, args.host, args.port, on_started=lambda url: print(f"webhook receiver on {url}", flush=True))
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,11 +7,16 @@ import warnings
 import dagster as dg
 
 from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
+from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.jobs import collection_cycle
+from agentcollect_pipeline.payments.job import post_payment
+from agentcollect_pipeline.payments.sensor import payment_events_sensor
 from agentcollect_pipeline.resources import (
     AlertWebhookResource,
     ARSyncSettings,
     BillComResource,
+    PaymentSettings,
     WarehouseResource,
 )
 from agentcollect_pipeline.schedules import collection_cycle_every_4_hours
@@ -43,17 +48,25 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             max_invalid_share=float(env("AGENTCOLLECT_MAX_INVALID_SHARE")),
         ),
         "alerts": AlertWebhookResource(url=secret_or_default("AGENTCOLLECT_ALERT_WEBHOOK_URL", None)),
+        "collection_policy": CollectionPolicyResource(path=env("AGENTCOLLECT_POLICY_PATH")),
+        "payment_settings": PaymentSettings(
+            batch_size=int(env("AGENTCOLLECT_PAYMENT_BATCH_SIZE")),
+            retry_after_minutes=float(env("AGENTCOLLECT_PAYMENT_RETRY_AFTER_MINUTES")),
+            max_attempts=int(env("AGENTCOLLECT_PAYMENT_MAX_ATTEMPTS")),
+            match_window_days=int(env("AGENTCOLLECT_PAYMENT_MATCH_WINDOW_DAYS")),
+            reservation_lease_seconds=float(env("AGENTCOLLECT_PAYMENT_RESERVATION_LEASE_SECONDS")),
+        ),
     }
 
 
 def build_definitions() -> dg.Definitions:
     """Everything in the code location. Tests call it after setting the environment they want."""
     return dg.Definitions(
-        assets=AR_SOURCE_ASSETS,
-        asset_checks=AR_SOURCE_CHECKS,
-        jobs=[collection_cycle],
+        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS],
+        asset_checks=[*AR_SOURCE_CHECKS, *COLLECTIONS_CHECKS],
+        jobs=[collection_cycle, post_payment],
         schedules=[collection_cycle_every_4_hours],
-        sensors=[run_failure_alert, failed_check_alert],
+        sensors=[run_failure_alert, failed_check_alert, payment_events_sensor],
         resources=build_resources(),
     )
 

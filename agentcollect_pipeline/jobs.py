@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-COLLECTION_GROUPS = ["ar_source"]
+COLLECTION_GROUPS = ["ar_source", "collections"]
 
 collection_cycle = dg.define_asset_job(
     name="collection_cycle",

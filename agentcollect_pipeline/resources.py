@@ -59,6 +59,28 @@ class ARSyncSettings(dg.ConfigurableResource):
         return self.org_currency
 
 
+class PaymentSettings(dg.ConfigurableResource):
+    """Knobs of the payments lane (sensor batches, retries, matching, the posting lease)."""
+
+    batch_size: int = Field(default=50, ge=1, description="payment events per post_payment run")
+    retry_after_minutes: float = Field(default=5, ge=0, description="re-request an event still unposted this long after its last request")
+    max_attempts: int = Field(default=4, ge=1, description="run requests per event before it is shown as failed in needs_review")
+    match_window_days: int = Field(default=7, ge=0, description="a payment already in Bill.com matches an event dated this close")
+    reservation_lease_seconds: float = Field(
+        default=600, ge=0, description="a posting reservation older than this is taken over; must outlast any Bill.com call"
+    )
+    outcome_unknown_max_checks: int = Field(default=5, ge=1, description="look-ups of an outcome-unknown write before review")
+
+    def policy(self):
+        from agentcollect_pipeline.payments.posting import PostingPolicy
+
+        return PostingPolicy(
+            match_window_days=self.match_window_days,
+            reservation_lease_s=self.reservation_lease_seconds,
+            outcome_unknown_max_checks=self.outcome_unknown_max_checks,
+        )
+
+
 class BillComResource(dg.ConfigurableResource):
     """Bill.com v2 (AR only). One client and one session per org per process, shared by every asset."""
 

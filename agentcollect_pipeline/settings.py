@@ -22,6 +22,14 @@ ENVIRONMENT: dict[str, tuple[bool, str | None, str]] = {
     "AGENTCOLLECT_MAX_INVALID_SHARE": (False, "0.05", "asset checks fail when a larger share of synced records is invalid"),
     "AGENTCOLLECT_SCHEDULE_TIMEZONE": (False, "UTC", "timezone of the 4-hour collection_cycle schedule"),
     "AGENTCOLLECT_ALERT_WEBHOOK_URL": (True, None, "Slack-compatible incoming webhook for failed runs and checks; unset = log only"),
+    "AGENTCOLLECT_POLICY_PATH": (False, None, "collection policy YAML; default collection_policy.yaml (working directory, else repository root)"),
+    "AGENTCOLLECT_PAYMENT_WEBHOOK_SECRET": (True, None, "HMAC-SHA256 key of POST /webhooks/payments signatures; the receiver refuses to start without it"),
+    "AGENTCOLLECT_PAYMENT_SENSOR_INTERVAL_SECONDS": (False, "15", "minimum seconds between payment_events_sensor ticks"),
+    "AGENTCOLLECT_PAYMENT_BATCH_SIZE": (False, "50", "payment events per post_payment run"),
+    "AGENTCOLLECT_PAYMENT_RETRY_AFTER_MINUTES": (False, "5", "re-request an event still unposted this long after its last run request"),
+    "AGENTCOLLECT_PAYMENT_MAX_ATTEMPTS": (False, "4", "run requests per payment event before it is listed as posting_failed"),
+    "AGENTCOLLECT_PAYMENT_MATCH_WINDOW_DAYS": (False, "7", "a payment already in Bill.com (same invoice and amount) within this many days counts as already recorded"),
+    "AGENTCOLLECT_PAYMENT_RESERVATION_LEASE_SECONDS": (False, "600", "a posting reservation older than this may be taken over; must outlast any Bill.com call"),
 }
 
 

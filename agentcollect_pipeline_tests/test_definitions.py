@@ -11,8 +11,8 @@ import pytest
 
 from agentcollect_pipeline import definitions
 from agentcollect_pipeline.resources import AlertWebhookResource
-from agentcollect_pipeline.sensors import failed_check_alert
 from agentcollect_pipeline.sandboxes.server import serve_in_thread
+from agentcollect_pipeline.sensors import failed_check_alert
 
 SECRET_ENV = ["BILLCOM_USERNAME", "BILLCOM_PASSWORD", "BILLCOM_ORG_ID", "BILLCOM_DEV_KEY"]
 

@@ -60,6 +60,13 @@ class ARSource(abc.ABC):
     @abc.abstractmethod
     def read_invoices(self, invoice_ids: Sequence[str], currency_of: CurrencyLookup) -> list[dict[str, Any]]: ...
 
+    def find_invoices(
+        self, invoice_number: str, customer_id: str, currency_of: CurrencyLookup
+    ) -> list[dict[str, Any]]:
+        """Invoices with this number for this customer (payment matching). Not abstract so existing
+        sources keep working until they implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot look invoices up by number")
+
     @abc.abstractmethod
     def record_payment(self, payment: PaymentToRecord) -> dict[str, Any]: ...
 

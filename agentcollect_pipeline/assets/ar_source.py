@@ -9,59 +9,24 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 
 from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.ar_source.base import ChangeBatch
+from agentcollect_pipeline.assets.metadata import definition_metadata as _definition_metadata
+from agentcollect_pipeline.assets.metadata import preview
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
 from agentcollect_pipeline.warehouse import schema
-from agentcollect_pipeline.warehouse.store import Warehouse, column_schema_rows
+from agentcollect_pipeline.warehouse.store import Warehouse
 
 GROUP = "ar_source"
 OWNERS = ["team:finance-data"]
 KINDS = {"billcom", "pandas", "sql"}
-# Columns that identify a person: masked in previews, which anyone with UI access can read.
-_EMAIL_COLUMNS = ("email",)
-_PHONE_COLUMNS = ("phone", "phone_e164", "alt_phone")
 
 
 class SyncConfig(dg.Config):
     full_refresh: bool = False
     """Ignore the high-water mark and read every record again (e.g. after restoring the database)."""
-
-
-def _column_schema(table: sa.Table) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name, dtype, description=comment) for name, dtype, comment in column_schema_rows(table)]
-    )
-
-
-def _definition_metadata(table: sa.Table) -> dict:
-    return {"dagster/column_schema": _column_schema(table), "dagster/table_name": table.name}
-
-
-def mask_email(value: object) -> object:
-    if not isinstance(value, str) or "@" not in value:
-        return value
-    local, _, domain = value.partition("@")
-    return f"{local[:1]}***@{domain}"
-
-
-def mask_phone(value: object) -> object:
-    if not isinstance(value, str) or len(value) < 4:
-        return value
-    return "*" * (len(value) - 4) + value[-4:]
-
-
-def preview(frame: pd.DataFrame) -> dg.MetadataValue:
-    sample = frame.copy()
-    for column in sample.columns:
-        if column in _EMAIL_COLUMNS:
-            sample[column] = sample[column].map(mask_email)
-        elif column in _PHONE_COLUMNS:
-            sample[column] = sample[column].map(mask_phone)
-    return dg.MetadataValue.md(sample.astype("string").fillna("").to_markdown(index=False))
 
 
 def _materialize(

@@ -14,7 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.clients.billcom import StoredSession
-from agentcollect_pipeline.warehouse import schema
+from agentcollect_pipeline.warehouse import (
+    collections_schema,  # noqa: F401  (its tables join schema.metadata)
+    payments_schema,  # noqa: F401  (its tables join schema.metadata)
+    schema,
+)
 from agentcollect_pipeline.warehouse.schema import UTCDateTime
 
 _ENGINES: dict[str, sa.Engine] = {}
@@ -187,6 +191,8 @@ def pandas_dtype(column: sa.Column) -> str:
         return "Int64" if column.nullable else "int64"
     if isinstance(col_type, sa.Boolean):
         return "boolean"
+    if isinstance(col_type, sa.Float):
+        return "float64"  # scores and ratios only; money is never Float
     if isinstance(col_type, sa.Date):
         return "datetime64[s]"
     return "string"

@@ -1,0 +1,1 @@
+"""The webhook receiver: a raw ASGI app served with agentcollect_pipeline.sandboxes.server."""
