@@ -125,7 +125,7 @@ exclude: {{accounting_classes: [Intercompany], tiers: [strategic], account_types
 def run(book: dict) -> dict:
     policy = parse_policy(POLICY)
     state = book["state"]
-    keys = BookKeys.of(book["invoices"])
+    keys = BookKeys.of(book["invoices"], book["customers"])
     channels = customer_channels(book["customers"], book["contacts"], state.opt_outs)
     eligibility = evaluate_eligibility(book["invoices"], book["customers"], channels, policy, AS_OF, state, keys)
     cases = build_cases(eligibility, channels, policy.priority, keys)

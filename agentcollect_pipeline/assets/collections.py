@@ -129,7 +129,7 @@ def invoice_eligibility(
     customers = store.read_frame(schema.billcom_customers)
     contacts = store.read_frame(schema.billcom_customer_contacts)
     state = _state(store)
-    keys = BookKeys.of(invoices)
+    keys = BookKeys.of(invoices, customers)
     channels = customer_channels(customers, contacts, state.opt_outs)
     result = evaluate_eligibility(invoices, customers, channels, policy, as_of, state, keys)
 
@@ -377,7 +377,9 @@ def ar_aging(
     now = datetime.now(UTC)
 
     customer_rows = per_customer.assign(
-        row_key=per_customer["currency"] + ":" + per_customer["customer_id"], is_total=False, as_of=as_of
+        row_key=per_customer["currency"].astype(str) + ":" + per_customer["customer_id"].fillna("(none)").astype(str),
+        is_total=False,
+        as_of=as_of,
     )
     total_rows = totals.assign(row_key=totals["currency"] + ":TOTAL", customer_id=None, is_total=True, as_of=as_of)
     history = totals.assign(

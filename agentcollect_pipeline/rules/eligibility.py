@@ -215,8 +215,11 @@ def evaluate_eligibility(
     n = len(invoices)
     customer_ids = invoices["customer_id"]
     # Position of each invoice's customer; -1 (unknown customer) takes the sentinel appended last.
-    keys = keys or BookKeys.of(invoices)
-    pos = pd.Index(customers["customer_id"]).get_indexer(keys.customers)[keys.customer]
+    keys = keys or BookKeys.of(invoices, customers)
+    if keys.customer_frame_rows == len(customers):
+        pos = np.where(keys.customer < len(customers), keys.customer, -1)
+    else:
+        pos = pd.Index(customers["customer_id"]).get_indexer(keys.customers)[keys.customer]
     known = pos >= 0
 
     def per_customer(values: np.ndarray, missing) -> np.ndarray:

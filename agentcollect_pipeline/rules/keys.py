@@ -20,16 +20,34 @@ class BookKeys:
     customers: np.ndarray  # object array: customer id per code
     currency: np.ndarray
     currencies: np.ndarray
+    # When built with the customer frame: codes below this are positions in that frame (row order).
+    customer_frame_rows: int = -1
 
     @classmethod
-    def of(cls, invoices: pd.DataFrame) -> BookKeys:
-        customer, customers = pd.factorize(invoices["customer_id"].fillna(""))
-        currency, currencies = pd.factorize(invoices["currency"].fillna(""))
+    def of(cls, invoices: pd.DataFrame, customers: pd.DataFrame | None = None) -> BookKeys:
+        """Codes for the invoice frame. With `customers`, a customer's code is its row position there
+        (looking ids up in the customer index is ~2x faster than factorizing them); ids not in it
+        (unknown or missing) get the codes after."""
+        ids = invoices["customer_id"]
+        if customers is None:
+            customer, uniques = pd.factorize(ids, use_na_sentinel=False)
+            customer_ids = np.asarray(uniques, dtype="object")
+            frame_rows = -1
+        else:
+            frame_ids = customers["customer_id"].to_numpy(dtype="object")
+            customer = pd.Index(frame_ids).get_indexer(ids).astype("int64")
+            missing = customer < 0
+            extra_codes, extra = pd.factorize(ids[missing], use_na_sentinel=False)
+            customer[missing] = len(frame_ids) + extra_codes
+            customer_ids = np.concatenate([frame_ids, np.asarray(extra, dtype="object")])
+            frame_rows = len(frame_ids)
+        currency, currencies = pd.factorize(invoices["currency"], use_na_sentinel=False)
         return cls(
-            customer=customer.astype("int64"),
-            customers=np.asarray(customers, dtype="object"),
-            currency=currency.astype("int64"),
+            customer=np.asarray(customer, dtype="int64"),
+            customers=customer_ids,
+            currency=np.asarray(currency, dtype="int64"),
             currencies=np.asarray(currencies, dtype="object"),
+            customer_frame_rows=frame_rows,
         )
 
     def pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
