@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 import sqlalchemy as sa
@@ -51,6 +49,7 @@ def run_demo(*, invoices: int, customers: int, seed: int, home: Path) -> int:
         os.environ.update(sandbox_environment(server.url, sandbox.credentials))
         # Imported after the environment is set: the definitions read their defaults from it.
         from agentcollect_pipeline.definitions import defs
+        from agentcollect_pipeline.warehouse import collections_schema as cs
         from agentcollect_pipeline.warehouse import schema
 
         instance = dg.DagsterInstance.get()
@@ -78,17 +77,28 @@ def run_demo(*, invoices: int, customers: int, seed: int, home: Path) -> int:
                 else 0
             )
             print(f"  {table.name:<32} {total:>7} rows  ({flagged} flagged invalid/warning)")
+        for table in (cs.invoice_eligibility, cs.collection_cases, cs.ar_aging, cs.cases):
+            print(f"  {table.name:<32} {warehouse.count(table):>7} rows")
         with warehouse.engine.connect() as conn:
-            overdue = conn.execute(
+            eligible = conn.execute(
                 sa.text(
-                    "select currency, count(*), coalesce(sum(amount_due_cents), 0) from billcom_invoices "
-                    "where is_active and amount_due_cents > 0 and due_date < :today "
-                    "and validation_status != 'invalid' group by currency order by currency"
-                ),
-                {"today": datetime.now(ZoneInfo(defs.resources["ar_settings"].org_timezone)).date()},
+                    "select e.currency, count(*), sum(i.amount_due_cents) from invoice_eligibility e "
+                    "join billcom_invoices i on i.invoice_id = e.invoice_id "
+                    "where e.eligible group by e.currency order by e.currency"
+                )
             ).all()
-        for currency, count, due_cents in overdue:
-            print(f"  open past-due invoices in {currency}: {count}, {format_money(due_cents, currency)} due")
+            reasons = conn.execute(
+                sa.text(
+                    "select reason, count(*) from invoice_eligibility where not eligible "
+                    "group by reason order by count(*) desc"
+                )
+            ).all()
+        print("\neligible for collection:")
+        for currency, count, due_cents in eligible:
+            print(f"  {currency}: {count} invoices, {format_money(due_cents, currency)} due")
+        print("not collected, by first reason:")
+        for reason, count in reasons:
+            print(f"  {reason:<32} {count:>7}")
         print(f"\nDAGSTER_HOME={os.environ['DAGSTER_HOME']}")
         print("Open the UI on these runs, with the sandbox running so you can materialize again: make ui")
         return 0 if result.success else 1

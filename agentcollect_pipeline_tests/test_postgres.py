@@ -13,7 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
+from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.resources import AlertWebhookResource, ARSyncSettings, WarehouseResource
+from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline_tests.conftest import postgres_admin_url
 
@@ -43,18 +46,23 @@ def postgres_url():
         engine.dispose()
 
 
-def test_collection_cycle_on_postgres_instance_and_warehouse(billcom, postgres_url):
+def test_sync_and_rules_on_postgres_instance_and_warehouse(billcom, postgres_url):
     warehouse_resource = WarehouseResource(database_url=postgres_url)
     resources = {
         "billcom": billcom.resource(warehouse_resource),
         "warehouse": warehouse_resource,
         "ar_settings": ARSyncSettings(max_invalid_share=0.2),
+        "collection_policy": CollectionPolicyResource(),
         "alerts": AlertWebhookResource(),
     }
     overrides = {"storage": {"postgres": {"postgres_url": postgres_url}}}
     with dg.instance_for_test(overrides=overrides) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = dg.materialize([*AR_SOURCE_ASSETS, *AR_SOURCE_CHECKS], resources=resources, instance=instance)
+        result = dg.materialize(
+            [*AR_SOURCE_ASSETS, *AR_SOURCE_CHECKS, *COLLECTIONS_ASSETS, *COLLECTIONS_CHECKS],
+            resources=resources,
+            instance=instance,
+        )
         assert result.success
         assert instance.get_runs_count() == 1
         records = instance.fetch_materializations(dg.AssetKey("billcom_invoices"), limit=1).records
@@ -70,4 +78,6 @@ def test_collection_cycle_on_postgres_instance_and_warehouse(billcom, postgres_u
                     "where table_name = 'billcom_invoices' and column_name = 'amount_due_cents'")
         ).scalar_one()
     assert column_type == "bigint"
+    assert warehouse.count(cs.invoice_eligibility) == len(billcom.sandbox.entities("Invoice"))
+    assert warehouse.count(cs.collection_cases) > 0
     warehouse.engine.dispose()
