@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui bench-sync bench-rules lint clean
+.PHONY: demo test ui bench-sync bench-rules bench-payments lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ bench-sync: $(STAMP)
 
 bench-rules: $(STAMP)
 	$(BIN)/python benchmarks/bench_rules.py
+
+# Needs a PostgreSQL: AGENTCOLLECT_TEST_POSTGRES_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres).
+bench-payments: $(STAMP)
+	$(BIN)/python benchmarks/bench_payments.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

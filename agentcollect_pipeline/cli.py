@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sandbox = commands.add_parser("sandbox", help="run a local sandbox of an outside service")
-    sandbox.add_argument("service", choices=["billcom"])
+    sandbox.add_argument("service", choices=["billcom", "twilio", "sendgrid"])
     sandbox.add_argument("args", nargs=argparse.REMAINDER, help="service options, e.g. --port 8081 --seed 7")
 
     demo = commands.add_parser("demo", help="run collection_cycle once on the sandboxes and SQLite")
@@ -35,6 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         "import", help="import a remittance/lockbox CSV: all rows or none, errors by line number"
     )
     payments_import.add_argument("file", type=Path)
+    review = payment_commands.add_parser(
+        "review", help="list open needs_review items; resolve one (post it to an invoice) or dismiss it"
+    )
+    review.add_argument("--all", action="store_true", help="list resolved and dismissed items too")
+    review_commands = review.add_subparsers(dest="review_command")
+    resolve = review_commands.add_parser("resolve", help="post the item's payment to the invoice you choose")
+    dismiss = review_commands.add_parser("dismiss", help="close the item; its payment is never posted")
+    for decision in (resolve, dismiss):
+        decision.add_argument("review_id", type=int, metavar="ID")
+        decision.add_argument("--by", required=True, help="who decides (recorded)")
+        decision.add_argument("--why", required=True, help="why (recorded)")
+    resolve.add_argument("--post-to", required=True, metavar="INVOICE_ID", help="Bill.com invoice id (00e…)")
 
     webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/payments)")
     webhooks.add_argument("--host", default="127.0.0.1")
@@ -46,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "webhooks":
         return _webhooks(args)
     if args.command == "sandbox":
+        if args.service == "twilio":
+            from agentcollect_pipeline.sandboxes.twilio.app import main as twilio_sandbox
+
+            return twilio_sandbox(args.args)
+        if args.service == "sendgrid":
+            from agentcollect_pipeline.sandboxes.sendgrid.app import main as sendgrid_sandbox
+
+            return sendgrid_sandbox(args.args)
         from agentcollect_pipeline.sandboxes.billcom.app import main as billcom_sandbox
 
         return billcom_sandbox(args.args)
@@ -77,6 +97,10 @@ def _database_url() -> str:
 
 
 def _payments(args: argparse.Namespace) -> int:
+    if args.payments_command == "review":
+        from agentcollect_pipeline.payments.review_cli import review_command
+
+        return review_command(args, _database_url())
     from agentcollect_pipeline.payments.intake import import_csv
     from agentcollect_pipeline.resources import _warehouse
 

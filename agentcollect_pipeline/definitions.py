@@ -10,6 +10,7 @@ from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_C
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.jobs import collection_cycle
+from agentcollect_pipeline.payments.assets import PAYMENTS_ASSETS, PAYMENTS_SENSORS, paid_invoices_check
 from agentcollect_pipeline.payments.job import post_payment
 from agentcollect_pipeline.payments.sensor import payment_events_sensor
 from agentcollect_pipeline.resources import (
@@ -55,6 +56,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             max_attempts=int(env("AGENTCOLLECT_PAYMENT_MAX_ATTEMPTS")),
             match_window_days=int(env("AGENTCOLLECT_PAYMENT_MATCH_WINDOW_DAYS")),
             reservation_lease_seconds=float(env("AGENTCOLLECT_PAYMENT_RESERVATION_LEASE_SECONDS")),
+            fee_percent=env("AGENTCOLLECT_FEE_PERCENT"),
+            fee_attribution_window_days=int(env("AGENTCOLLECT_FEE_ATTRIBUTION_WINDOW_DAYS")),
         ),
     }
 
@@ -62,11 +65,11 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions() -> dg.Definitions:
     """Everything in the code location. Tests call it after setting the environment they want."""
     return dg.Definitions(
-        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS],
+        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS, *PAYMENTS_ASSETS],
         asset_checks=[*AR_SOURCE_CHECKS, *COLLECTIONS_CHECKS],
-        jobs=[collection_cycle, post_payment],
+        jobs=[collection_cycle, post_payment, paid_invoices_check],
         schedules=[collection_cycle_every_4_hours],
-        sensors=[run_failure_alert, failed_check_alert, payment_events_sensor],
+        sensors=[run_failure_alert, failed_check_alert, payment_events_sensor, *PAYMENTS_SENSORS],
         resources=build_resources(),
     )
 

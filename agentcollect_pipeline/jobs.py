@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-COLLECTION_GROUPS = ["ar_source", "collections"]
+# "payments": the 4-hourly sync also notes invoices paid in Bill.com and refreshes the fee ledger (the
+# payments_posted AssetSpec in that group has no compute; asset jobs skip it).
+COLLECTION_GROUPS = ["ar_source", "collections", "payments"]
 
 collection_cycle = dg.define_asset_job(
     name="collection_cycle",

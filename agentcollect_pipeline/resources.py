@@ -70,6 +70,11 @@ class PaymentSettings(dg.ConfigurableResource):
         default=600, ge=0, description="a posting reservation older than this is taken over; must outlast any Bill.com call"
     )
     outcome_unknown_max_checks: int = Field(default=5, ge=1, description="look-ups of an outcome-unknown write before review")
+    # A string, not a float: the percentage is applied to money in Decimal (see payments/fees.py).
+    fee_percent: str = Field(default="10", description="success-only fee, percent of attributed amounts collected, e.g. '12.5'")
+    fee_attribution_window_days: int = Field(
+        default=30, ge=0, description="payments this many days after a case's last active day still count as ours"
+    )
 
     def policy(self):
         from agentcollect_pipeline.payments.posting import PostingPolicy

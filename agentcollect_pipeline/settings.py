@@ -30,6 +30,11 @@ ENVIRONMENT: dict[str, tuple[bool, str | None, str]] = {
     "AGENTCOLLECT_PAYMENT_MAX_ATTEMPTS": (False, "4", "run requests per payment event before it is listed as posting_failed"),
     "AGENTCOLLECT_PAYMENT_MATCH_WINDOW_DAYS": (False, "7", "a payment already in Bill.com (same invoice and amount) within this many days counts as already recorded"),
     "AGENTCOLLECT_PAYMENT_RESERVATION_LEASE_SECONDS": (False, "600", "a posting reservation older than this may be taken over; must outlast any Bill.com call"),
+    "BILLCOM_WEBHOOK_SECURITY_KEY": (True, None, "securityKey of the Bill.com v3 webhook subscription; verifies x-bill-sha-signature on POST /webhooks/billcom (unset: that endpoint refuses everything)"),
+    "AGENTCOLLECT_PAID_INVOICES_SENSOR_INTERVAL_SECONDS": (False, "900", "minimum seconds between recently_paid_invoices_sensor polls of Bill.com (one API call when nothing changed)"),
+    "AGENTCOLLECT_BILLCOM_EVENTS_SENSOR_INTERVAL_SECONDS": (False, "15", "minimum seconds between billcom_invoice_events_sensor ticks (reads stored invoice.* webhooks; no API call)"),
+    "AGENTCOLLECT_FEE_PERCENT": (False, "10", "success-only fee: percent (exact decimal, e.g. 12.5) of attributed amounts collected"),
+    "AGENTCOLLECT_FEE_ATTRIBUTION_WINDOW_DAYS": (False, "30", "a payment this many days after its collection case was last active still earns the fee"),
 }
 
 

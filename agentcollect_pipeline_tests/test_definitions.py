@@ -28,6 +28,9 @@ def test_the_one_definitions_object_is_loadable_and_complete():
         "invoice_eligibility",
         "collection_cases",
         "ar_aging",
+        "payments_posted",
+        "invoices_paid_in_billcom",
+        "fee_ledger",
     }
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{t}:{t}_invalid_share_within_bound"
@@ -41,14 +44,19 @@ def test_the_one_definitions_object_is_loadable_and_complete():
     schedule = defs.resolve_schedule_def("collection_cycle_every_4_hours")
     assert schedule.cron_schedule == "0 */4 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert {s.name for s in defs.sensors} >= {"run_failure_alert", "failed_check_alert", "payment_events_sensor"}
+    assert {s.name for s in defs.sensors} >= {"run_failure_alert", "failed_check_alert", "payment_events_sensor",
+                                             "recently_paid_invoices_sensor", "billcom_invoice_events_sensor"}
     assert defs.resolve_job_def("post_payment")
+    assert defs.resolve_job_def("paid_invoices_check")
 
 
 def test_billcom_pool_guards_every_billcom_asset():
     for asset in definitions.defs.assets:
-        # The collections assets make no Bill.com call, so they take no billcom slot.
-        if asset.group_names_by_key[asset.key] != "collections":
+        # An AssetSpec (payments_posted) has no compute; the ops writing it take the slot themselves.
+        if isinstance(asset, dg.AssetSpec):
+            continue
+        # The collections assets and fee_ledger make no Bill.com call, so they take no billcom slot.
+        if asset.group_names_by_key[asset.key] != "collections" and asset.key != dg.AssetKey("fee_ledger"):
             assert asset.op.pool == "billcom"
 
 
@@ -85,7 +93,7 @@ def test_collection_cycle_runs_from_environment_variables(billcom, tmp_path, mon
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {
         "billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments",
-        "invoice_eligibility", "collection_cases", "ar_aging",
+        "invoice_eligibility", "collection_cases", "ar_aging", "invoices_paid_in_billcom", "fee_ledger",
     }
     assert all(c.passed for c in result.get_asset_check_evaluations())
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from agentcollect_pipeline.ar_source import billcom_records as records
 from agentcollect_pipeline.ar_source.base import ARSource, ChangeBatch, CurrencyLookup, PaymentToRecord
-from agentcollect_pipeline.clients.billcom import BillComClient, BillComError, format_timestamp
+from agentcollect_pipeline.clients.billcom import BillComClient, BillComError, format_timestamp, parse_timestamp
 from agentcollect_pipeline.money import from_minor_units
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,24 @@ class BillComARSource(ARSource):
                 batch.rows.append(row)
                 batch.children.extend(lines)
             yield batch
+
+    def latest_invoice_change(self, since: datetime) -> datetime | None:
+        """The newest invoice updatedTime after `since`, or None: ONE List call (max 1, newest first), so
+        a poller that finds nothing changed costs a single request."""
+        sort = [{"field": "updatedTime", "asc": False}]
+        filters = [{"field": "updatedTime", "op": ">", "value": format_timestamp(since)}]
+        try:
+            page = self.client.call("List/Invoice", {"start": 0, "max": 1, "filters": filters, "sort": sort})
+        except BillComError as exc:
+            # updatedTime filtering is UNVERIFIED in the reference: the newest invoice of all, compared
+            # here, answers the same question in the same single call.
+            if exc.code not in ("BDC_1130", "BDC_1131"):
+                raise
+            page = self.client.call("List/Invoice", {"start": 0, "max": 1, "sort": sort})
+        if not isinstance(page, list) or not page or not page[0].get("updatedTime"):
+            return None
+        newest = parse_timestamp(page[0]["updatedTime"])
+        return newest if newest > since else None
 
     def read_invoices(self, invoice_ids: Sequence[str], currency_of: CurrencyLookup) -> list[dict[str, Any]]:
         synced_at = self._clock()

@@ -8,7 +8,9 @@ re-executing any of these runs, in whole or from failure, posts nothing twice.
 
 import dagster as dg
 
+from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.payments.posting import (
+    TERMINAL,
     Outcome,
     PaymentPoster,
     load_events,
@@ -21,6 +23,7 @@ from agentcollect_pipeline.resources import (
     PaymentSettings,
     WarehouseResource,
 )
+from agentcollect_pipeline.warehouse.payments_schema import payments_posted
 
 TAGS = {"agentcollect/lane": "payments"}
 
@@ -115,13 +118,25 @@ def post_payments(
             outcome.received_payment_id or outcome.reason or outcome.detail or "",
         )
         done.append(outcome.as_dict())
-    posted = [o for o in done if o["status"] == "posted"]
-    if posted:
+    decided = [o for o in done if o["status"] in TERMINAL]
+    if decided:
+        # payments_posted is an AssetSpec written by this op (a side effect per event, not a recomputation):
+        # one materialization per run that decided something, so the asset's history is the run history.
+        posted = [o for o in decided if o["status"] == "posted"]
+        amounts: dict[str, int] = {}
+        for o in posted:
+            amounts[o["currency"]] = amounts.get(o["currency"], 0) + o["amount_cents"]
         context.log_event(
             dg.AssetMaterialization(
                 asset_key="payments_posted",
+                description=f"{len(posted)} payment(s) posted to Bill.com by this run",
                 metadata={
-                    "posted": dg.MetadataValue.int(len(posted)),
+                    "dagster/row_count": dg.MetadataValue.int(poster.warehouse.count(payments_posted)),
+                    "dagster/table_name": payments_posted.name,
+                    **{status: dg.MetadataValue.int(sum(o["status"] == status for o in decided)) for status in TERMINAL},
+                    "posted_amount": dg.MetadataValue.json(
+                        {c: f"{from_minor_units(cents, c):,}" for c, cents in sorted(amounts.items())}
+                    ),
                     "received_payment_ids": dg.MetadataValue.text(", ".join(o["received_payment_id"] for o in posted)),
                 },
             )

@@ -351,8 +351,85 @@ class PaymentPoster:
         token = self._claim(event, key, invoice)
         if token is None:
             return self._replay(event, key, "another run holds the reservation")
+        return self._post_claimed(event, invoice, key, token)
+
+    def post_reviewed(self, event: dict[str, Any], invoice: dict[str, Any], *, resolved_by: str) -> Outcome:
+        """A person resolved the event's review item to `invoice`: post it through the same exactly-once path.
+
+        The ledger row (needs_review, or left open by failed runs) is reopened as a fresh reservation under
+        the same posting key, so the key search still finds a payment an earlier run may have landed.
+        """
+        key = posting_key(event["source"], event["event_id"])
+        before = self.ledger_row(key)
+        token = self._reopen(event, key, invoice)
+        if token is None:
+            return self._replay(event, key, "another run holds this event; try again after the lease")
+        # An earlier run may have posted under this key to the invoice it had matched, of another customer.
+        others = [before["customer_id"]] if before and before["customer_id"] not in (None, invoice["customer_id"]) else []
+        return self._post_claimed(event, invoice, key, token, also_search=others,
+                                  detail=f"posted by review, resolved by {resolved_by}")
+
+    def settle_for_dismissal(self, event: dict[str, Any]) -> Outcome:
+        """Make sure nothing will ever post this event, so its review item can be dismissed.
+
+        `needs_review` when that is now certain; `posted` when our key turned up at the AR source (a run
+        landed it after all: dismissing would hide real money); `pending` while a run holds the reservation.
+        """
+        key = posting_key(event["source"], event["event_id"])
+        row = self.ledger_row(key)
+        if row is not None and row["status"] in TERMINAL:
+            return self._replay(event, key, "")
+        if row is not None and row["customer_id"]:
+            ours = [p for p in self._customer_payments(row["customer_id"]) if p["ref_number"] == key]
+            if ours:
+                token = self._reopen(event, key, None)
+                if token is None:
+                    return self._replay(event, key, "another run holds this event; try again after the lease")
+                return self._finish(event, self._decision(event, row, "posted", received_payment_id=ours[0]["id"],
+                                                          detail="found at the AR source by its key"), token=token)
+        token = self._reopen(event, key, None)
+        if token is None:
+            return self._replay(event, key, "another run holds this event; try again after the lease")
+        return self._finish(event, self._decision(event, row, "needs_review", reason="dismissed",
+                                                  detail="dismissed in review; never to be posted"), token=token)
+
+    def _reopen(self, event: dict[str, Any], key: str, invoice: dict[str, Any] | None) -> str | None:
+        """Hold the event's ledger row for a person's decision: a claim token, or None while a run holds it.
+
+        A needs_review or outcome_unknown row has no live holder (no run touches them), nor has a
+        reservation older than the lease; a missing row (a run that never got as far) is claimed anew.
+        """
+        token, now = uuid.uuid4().hex, self._clock()
+        expired = now - timedelta(seconds=self.policy.reservation_lease_s)
+        values: dict[str, Any] = {"status": "reserved", "claim_token": token, "claimed_at": now}
+        if invoice is not None:
+            values.update(customer_id=invoice["customer_id"], invoice_id=invoice["invoice_id"],
+                          invoice_number=invoice["invoice_number"])
+        with self.warehouse.transaction() as conn:
+            taken = conn.execute(
+                payments_posted.update()
+                .where(
+                    payments_posted.c.posting_key == key,
+                    sa.or_(
+                        payments_posted.c.status.in_(("needs_review", "outcome_unknown")),
+                        sa.and_(payments_posted.c.status == "reserved", payments_posted.c.claimed_at <= expired),
+                    ),
+                )
+                .values(**values)
+            ).rowcount
+        if taken == 1:
+            return token
+        if self.ledger_row(key) is None:
+            return self._claim(event, key, invoice)
+        return None
+
+    def _post_claimed(self, event: dict[str, Any], invoice: dict[str, Any], key: str, token: str, *,
+                      also_search: Sequence[str] = (), detail: str | None = None) -> Outcome:
+        """Post an event whose reservation this run holds: look for our key, then for the money, then post."""
         payments = self._customer_payments(invoice["customer_id"])
         ours = [p for p in payments if p["ref_number"] == key]
+        for customer_id in also_search:
+            ours += [p for p in self._customer_payments(customer_id) if p["ref_number"] == key]
         if ours:
             # A previous run posted and died before writing it down: the key at Bill.com is the proof.
             return self._finish(event, self._decision(event, invoice, "posted", received_payment_id=ours[0]["id"],
@@ -396,7 +473,7 @@ class PaymentPoster:
                                                       detail=f"{exc.code}: {exc.message}"), token=token)
         due_after = max(invoice["amount_due_cents"] - event["amount_cents"], 0)
         return self._finish(event, self._decision(event, invoice, "posted", received_payment_id=str(received["id"]),
-                                                  amount_due_after_cents=due_after), token=token)
+                                                  amount_due_after_cents=due_after, detail=detail), token=token)
 
     def _reconcile_unknown(self, event: dict[str, Any], invoice: dict[str, Any]) -> Outcome:
         key = posting_key(event["source"], event["event_id"])

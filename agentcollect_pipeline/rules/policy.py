@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from agentcollect_pipeline.money import MoneyError, exponent, to_minor_units
+from agentcollect_pipeline.rules.outreach_policy import OutreachPolicy, parse_outreach
 
 
 class PolicyError(ValueError):
@@ -46,6 +47,7 @@ class CollectionPolicy:
     excluded_tiers: tuple[str, ...] = ()
     do_not_contact: frozenset[str] = frozenset()
     priority: PriorityWeights = PriorityWeights()
+    outreach: OutreachPolicy = OutreachPolicy()  # cadence, caps, windows, consumers (issue 5)
 
     @property
     def excluded_class_ids(self) -> dict[str, str]:
@@ -81,7 +83,7 @@ _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal_float)
 
 _TOP_KEYS = {
     "version", "overdue_threshold_days", "minimum_amount", "promise_grace_days", "accounting_classes",
-    "tiers", "exclude", "do_not_contact", "priority",
+    "tiers", "exclude", "do_not_contact", "priority", "outreach",
 }
 _EXCLUDE_KEYS = {"customer_ids", "invoice_numbers", "accounting_classes", "account_types", "parent_customer_ids", "tiers"}
 _PRIORITY_KEYS = {"amount_exponent", "age_exponent"}
@@ -189,6 +191,7 @@ def policy_from_mapping(raw: Any, *, source: str = "collection_policy") -> Colle
         excluded_tiers=tuple(excluded_tiers),
         do_not_contact=frozenset(_strings(raw.get("do_not_contact", []), "do_not_contact", fail)),
         priority=PriorityWeights(**weights),
+        outreach=parse_outreach(raw.get("outreach"), fail),
     )
 
 

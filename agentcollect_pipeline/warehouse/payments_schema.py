@@ -79,8 +79,8 @@ needs_review = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("resolved_at", UTCDateTime),
     sa.Column("resolved_by", sa.Text),
-    sa.Column("resolution", sa.Text, comment="posted | dismissed"),
-    sa.Column("resolution_note", sa.Text),
+    sa.Column("resolution", sa.Text, comment="posted | already_recorded | dismissed (agentcollect payments review)"),
+    sa.Column("resolution_note", sa.Text, comment="why, in the words of the person who decided"),
 )
 
 payment_run_requests = sa.Table(
@@ -107,4 +107,61 @@ customer_notes = sa.Table(
     sa.Column("written_at", UTCDateTime),
 )
 
-PAYMENT_TABLES = (payment_events, payments_posted, needs_review, payment_run_requests, customer_notes)
+billcom_webhook_events = sa.Table(
+    "billcom_webhook_events",
+    metadata,
+    sa.Column("sequence", _SEQUENCE, primary_key=True, autoincrement=True, comment="arrival order; the sensor cursor"),
+    sa.Column("event_id", sa.Text, nullable=False, unique=True, comment="metadata.eventId; re-deliveries are ignored"),
+    sa.Column("event_type", sa.Text, nullable=False, comment="e.g. invoice.updated"),
+    sa.Column("invoice_id", sa.Text, nullable=False, comment="the invoice to re-read now"),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("raw_payload", sa.Text, nullable=False, comment="body exactly as received (signed)"),
+    comment="Signed Bill.com v3 invoice.* notifications: prompts to re-read an invoice, never a source of truth",
+)
+
+invoices_paid_in_billcom = sa.Table(
+    "invoices_paid_in_billcom",
+    metadata,
+    sa.Column("invoice_id", sa.Text, primary_key=True),
+    sa.Column("invoice_number", sa.Text),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False, comment="invoice total in minor units"),
+    sa.Column("paid_seen_at", UTCDateTime, nullable=False, comment="Bill.com updatedTime when first seen paid"),
+    sa.Column("detected_at", UTCDateTime, nullable=False),
+    sa.Column("case_id", sa.Text, nullable=False, comment="the collection case open when it was paid"),
+    sa.Column("note_fact_key", sa.Text, nullable=False, comment="customer_notes key of its 'paid in Bill.com' note"),
+    comment="Invoices in collection that were paid in Bill.com itself (payment link, by hand), not by our posting",
+)
+
+fee_ledger = sa.Table(
+    "fee_ledger",
+    metadata,
+    sa.Column("line_key", sa.Text, primary_key=True, comment="billcom:<invoice_pay_id>, or posted:<posting key> until synced"),
+    sa.Column("received_payment_id", sa.Text, nullable=False),
+    sa.Column("invoice_id", sa.Text, nullable=False),
+    sa.Column("invoice_number", sa.Text),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("paid_on", sa.Date, nullable=False, comment="payment date as Bill.com (or the payment event) states it"),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False, comment="amount applied to the invoice, minor units"),
+    sa.Column("fee_percent", sa.Text, nullable=False, comment="exact decimal percentage applied, e.g. 10 or 12.5"),
+    sa.Column("fee_cents", sa.BigInteger, nullable=False, comment="amount x percent / 100, rounded half-even to a minor unit"),
+    sa.Column("case_id", sa.Text, nullable=False, comment="the collection case the payment is attributed to"),
+    sa.Column("attributed_from", sa.Date, nullable=False, comment="the case's opening day"),
+    sa.Column("attributed_until", sa.Date, nullable=False, comment="the case's last active day + attribution window"),
+    sa.Column("source", sa.Text, nullable=False, comment="billcom (synced received payment) | agentcollect (posted, not yet synced)"),
+    sa.Column("computed_at", UTCDateTime, nullable=False),
+    comment="Success-only fee: one row per payment line attributed to our collection; rewritten each materialization",
+)
+
+PAYMENT_TABLES = (
+    payment_events,
+    payments_posted,
+    needs_review,
+    payment_run_requests,
+    customer_notes,
+    billcom_webhook_events,
+    invoices_paid_in_billcom,
+    fee_ledger,
+)

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agentcollect_pipeline.clients.billcom import StoredSession
 from agentcollect_pipeline.warehouse import (
     collections_schema,  # noqa: F401  (its tables join schema.metadata)
+    outreach_schema,  # noqa: F401  (its tables join schema.metadata)
     payments_schema,  # noqa: F401  (its tables join schema.metadata)
     schema,
 )

@@ -1,0 +1,288 @@
+"""Group `outreach`: the plan (what is due now, for whom, why) and the attempts (send it, at most once).
+
+`send_due_outreach` materializes both every 15 minutes; quiet hours are decided per debtor in the planner,
+so the schedule itself runs around the clock. The clock is injectable: run config `now` (ISO datetime).
+"""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from agentcollect_pipeline.assets.collections import collection_cases
+from agentcollect_pipeline.assets.metadata import preview
+from agentcollect_pipeline.collection_policy import CollectionPolicyResource
+from agentcollect_pipeline.outreach import ledger
+from agentcollect_pipeline.outreach.channels import (
+    TWILIO_INVALID,
+    TWILIO_OPTED_OUT,
+    OutreachSettings,
+    SendGridEmailResource,
+    SendResult,
+    TwilioResource,
+)
+from agentcollect_pipeline.outreach.templates import InvoiceLine, MessageContext, render
+from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
+from agentcollect_pipeline.rules.cadence import contact_points, mask, plan_outreach
+from agentcollect_pipeline.warehouse import collections_schema as cs
+from agentcollect_pipeline.warehouse import outreach_schema as os_
+from agentcollect_pipeline.warehouse import schema
+
+GROUP = "outreach"
+OWNERS = ["team:finance-data"]
+
+
+class OutreachConfig(dg.Config):
+    now: str | None = None
+    """Plan and send as if it were this moment (ISO 8601 with offset). Replays a month through the jobs."""
+
+
+def _now(config: OutreachConfig) -> datetime:
+    if not config.now:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(config.now)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _records(frame: pd.DataFrame, table: sa.Table) -> list[dict]:
+    out = []
+    for row in frame.to_dict("records"):
+        out.append({c.name: (None if _missing(row.get(c.name)) else _py(row.get(c.name))) for c in table.columns})
+    return out
+
+
+def _missing(value) -> bool:
+    return value is None or (not isinstance(value, list | tuple | str) and bool(pd.isna(value)))
+
+
+def _py(value):
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value.item() if hasattr(value, "item") else value
+
+
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"pandas", "sql"}, deps=[collection_cases])
+def outreach_plan(
+    context: dg.AssetExecutionContext,
+    config: OutreachConfig,
+    warehouse: WarehouseResource,
+    collection_policy: CollectionPolicyResource,
+    outreach_settings: OutreachSettings,
+) -> dg.MaterializeResult:
+    """Per open case: the step due now (channel, destination, invoices, why) or why it waits and until when."""
+    now = _now(config)
+    policy = collection_policy.load().outreach
+    store = warehouse.get_warehouse()
+    customers = store.read_frame(schema.billcom_customers)
+    plan = plan_outreach(
+        cases=store.read_frame(cs.collection_cases),
+        debtors=customers,
+        points=contact_points(customers, store.read_frame(schema.billcom_customer_contacts)),
+        opt_outs=store.read_frame(cs.opt_outs),
+        consents=store.read_frame(os_.contact_consents),
+        invalid=store.read_frame(os_.invalid_contacts),
+        history=store.read_frame(os_.outreach_attempts),
+        now=now,
+        policy=policy,
+        default_timezone=outreach_settings.default_timezone,
+    )
+    due = plan.due.assign(state="due", next_at=None, planned_at=now)
+    waiting = plan.waiting.rename(columns={"reason": "why"}).assign(state="waiting", planned_at=now)
+    table = pd.concat([due, waiting], ignore_index=True) if len(waiting) else due
+    table = table.drop_duplicates("case_id")
+    with store.transaction() as conn:
+        conn.execute(os_.outreach_plan.delete())
+        rows = _records(table, os_.outreach_plan)
+        if rows:
+            conn.execute(os_.outreach_plan.insert(), rows)
+    context.log.info("outreach_plan at %s: %d due, %d waiting", now.isoformat(), len(due), len(waiting))
+    reasons = waiting["why"].str.split(":").str[0].value_counts().to_dict() if len(waiting) else {}
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(len(table)),
+        "planned_at": dg.MetadataValue.text(now.isoformat()),
+        "due": dg.MetadataValue.int(len(due)),
+        "due_by_channel": dg.MetadataValue.json(due["channel"].value_counts().to_dict() if len(due) else {}),
+        "waiting_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+        "preview_due": preview(due[["case_id", "step", "channel", "why"]].head(10)),
+    })
+
+
+# -- sending ------------------------------------------------------------------------------------------
+
+
+def _fresh_invoices(billcom: BillComResource, ar_settings: ARSyncSettings, store, invoice_ids: list[str],
+                    currency_of: dict[str, str]) -> dict[str, dict]:
+    """Re-read the invoices from Bill.com right before sending (one batched read for the whole run)."""
+    if not invoice_ids:
+        return {}
+    source = billcom.get_source(ar_settings)
+    rows = source.read_invoices(invoice_ids, lambda customer_id: currency_of.get(customer_id or ""))
+    return {row["invoice_id"]: row for row in rows}
+
+
+def _still_collectable(row: dict | None, disputed: set[str], minimum: int | None) -> bool:
+    """Paid, voided, disputed, scheduled or now under the policy minimum since the last sync: drop it."""
+    if row is None or not row.get("is_active"):
+        return False
+    due = row.get("amount_due_cents") or 0
+    if due <= 0 or row.get("payment_status") in ("0", "4") or row.get("has_auto_pay"):
+        return False
+    if row["invoice_id"] in disputed:
+        return False
+    return minimum is None or due >= minimum
+
+
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sql", "twilio", "sendgrid"}, deps=[outreach_plan])
+def outreach_attempts(
+    context: dg.AssetExecutionContext,
+    config: OutreachConfig,
+    warehouse: WarehouseResource,
+    collection_policy: CollectionPolicyResource,
+    outreach_settings: OutreachSettings,
+    billcom: BillComResource,
+    ar_settings: ARSyncSettings,
+    sendgrid: SendGridEmailResource,
+    twilio: TwilioResource,
+) -> dg.MaterializeResult:
+    """Send what the plan says is due: reconcile leftovers, re-check invoices, reserve, send, confirm.
+
+    The audit log: one row per (case, step) in outreach_attempts with provider id, status and timestamps.
+    """
+    now = _now(config)
+    settings = outreach_settings
+    policy = collection_policy.load()
+    store = warehouse.get_warehouse()
+    dry = settings.dry_run
+    counts = {"sent": 0, "rejected": 0, "unknown": 0, "already_reserved": 0, "dropped_stale": 0, "dry_run": 0}
+
+    reconciled = {"found": 0, "unconfirmed": 0}
+    if not dry:
+        reconciled = ledger.reconcile(store, now, timedelta(seconds=settings.reconcile_after_seconds), twilio)
+
+    due = store.read_frame(os_.outreach_plan, os_.outreach_plan.c.state == "due").head(settings.max_sends_per_run)
+    customers = store.read_frame(schema.billcom_customers).set_index("customer_id")
+    invoices = store.read_frame(schema.billcom_invoices).set_index("invoice_id")
+    disputes = store.read_frame(cs.disputes)
+    disputed = set(disputes.loc[disputes["closed_at"].isna(), "invoice_id"])
+    wanted = sorted({i for ids in due["invoice_ids"].dropna() for i in ids.split(",") if i})
+    currency_of = customers["currency"].dropna().to_dict()
+    fresh = _fresh_invoices(billcom, ar_settings, store, wanted, currency_of)
+
+    sent_rows = []
+    for action in due.to_dict("records"):
+        minimum = policy.minimum_amount_cents.get(action["currency"])
+        keep = [i for i in action["invoice_ids"].split(",")
+                if _still_collectable(fresh.get(i), disputed, minimum)]
+        if not keep:
+            counts["dropped_stale"] += 1
+            context.log.info("case %s: every invoice paid/voided/disputed since the sync; nothing sent", action["case_id"])
+            continue
+        action["invoice_ids"] = ",".join(keep)
+        action["total_due_cents"] = sum(int(fresh[i]["amount_due_cents"]) for i in keep)
+        customer = customers.loc[action["customer_id"]] if action["customer_id"] in customers.index else None
+        lines = tuple(
+            InvoiceLine(i, str(fresh[i].get("invoice_number") or i), fresh[i].get("due_date"),
+                        int(fresh[i]["amount_due_cents"]))
+            for i in keep
+        )
+        lines = tuple(sorted(lines, key=lambda line: line.due_date or date.max))
+
+        if dry:
+            message = render(action["channel"], action["tone"], _context(settings, action, customer, lines, "DRYRUN"))
+            with store.transaction() as conn:
+                store.upsert(conn, os_.outreach_outbox, [{
+                    "case_id": action["case_id"], "step": action["step"], "channel": action["channel"],
+                    "destination": action["destination"], "subject": message.subject, "body": message.text,
+                    "written_at": now}])
+            counts["dry_run"] += 1
+            continue
+
+        attempt_id = ledger.reserve(store, action, now, context.run_id)
+        if attempt_id is None:
+            counts["already_reserved"] += 1  # another run or an earlier crash holds this (case, step)
+            continue
+        ctx = _context(settings, action, customer, lines, ledger.reference(attempt_id), attempt_id)
+        message = render(action["channel"], action["tone"], ctx)
+        callback = f"{settings.public_base_url}/webhooks/twilio/status?attempt_id={attempt_id}"
+        if action["channel"] == "email":
+            result = sendgrid.send(attempt_id, action["destination"], message.subject or "", message.text, message.html)
+            provider = "sendgrid"
+        elif action["channel"] == "sms":
+            result = twilio.send_sms(action["destination"], message.text, callback)
+            provider = "twilio"
+        else:
+            result = twilio.place_call(action["destination"], message.text, callback)
+            provider = "twilio"
+        _record_result(store, attempt_id, action, result, provider, now)
+        counts[result.outcome] += 1
+        sent_rows.append({"attempt_id": attempt_id, "case_id": action["case_id"], "step": action["step"],
+                          "channel": action["channel"], "destination": mask(action["destination"]),
+                          "outcome": result.outcome})
+
+    context.log.info("outreach_attempts: %s; reconciled %s", counts, reconciled)
+    total = store.count(os_.outreach_attempts)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(total),
+        "dry_run": dg.MetadataValue.bool(dry),
+        **{f"this_run/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
+        **{f"reconciled/{k}": dg.MetadataValue.int(v) for k, v in reconciled.items()},
+        "preview": dg.MetadataValue.md(pd.DataFrame(sent_rows).head(10).to_markdown(index=False) if sent_rows else "none"),
+    })
+
+
+def _context(settings: OutreachSettings, action: dict, customer, lines, ref: str, attempt_id: str = "dry_run"):
+    name = None
+    if customer is not None:
+        name = customer.get("company_name") if not _missing(customer.get("company_name")) else customer.get("name")
+    link = settings.payment_link_template.format(
+        invoice_id=lines[0].invoice_id, customer_id=action["customer_id"], case_id=action["case_id"])
+    unsubscribe = settings.unsubscribe_url_template.format(
+        public_base_url=settings.public_base_url, attempt_id=attempt_id)
+    return MessageContext(
+        org_name=settings.org_name, customer_name=str(name or "there"), currency=action["currency"],
+        invoices=lines, payment_link=link, unsubscribe_url=unsubscribe, reference=ref,
+        gather_url=f"{settings.public_base_url}/webhooks/twilio/gather?attempt_id={attempt_id}",
+    )
+
+
+def _record_result(store, attempt_id: str, action: dict, result: SendResult, provider: str, now: datetime) -> None:
+    if result.outcome == "sent":
+        ledger.confirm(store, attempt_id, now, status="sent", provider=provider, provider_id=result.provider_id,
+                       sent_at=now, invoice_ids=action["invoice_ids"], total_due_cents=action["total_due_cents"])
+        return
+    if result.outcome == "rejected":
+        ledger.confirm(store, attempt_id, now, status="rejected", provider=provider, error_code=result.error_code,
+                       error_message=result.error_message)
+        code = int(result.error_code) if (result.error_code or "").isdigit() else None
+        with store.transaction() as conn:
+            if code in TWILIO_OPTED_OUT:
+                ledger.record_opt_out(conn, action["channel"], action["destination"], f"twilio error {code}", now)
+            elif code in TWILIO_INVALID:
+                ledger.mark_invalid(conn, action["channel"], action["destination"], f"twilio error {code}", now)
+        return
+    # Unknown outcome: keep `reserved` (reconciliation decides, never a blind resend); note why.
+    with store.transaction() as conn:
+        conn.execute(os_.outreach_attempts.update().where(os_.outreach_attempts.c.attempt_id == attempt_id).values(
+            provider=provider, error_code=result.error_code, error_message=result.error_message, updated_at=now))
+
+
+OUTREACH_ASSETS = [outreach_plan, outreach_attempts]
+
+send_due_outreach = dg.define_asset_job(
+    name="send_due_outreach",
+    selection=dg.AssetSelection.assets(outreach_plan, outreach_attempts),
+    description="Plan and send what is due now (quiet hours, caps, consent, opt-outs), at most once per step.",
+    executor_def=dg.in_process_executor,
+    tags={"agentcollect/lane": "outreach"},
+)
+
+send_due_outreach_every_15_minutes = dg.ScheduleDefinition(
+    name="send_due_outreach_every_15_minutes",
+    job=send_due_outreach,
+    cron_schedule="*/15 * * * *",
+    # UTC on purpose: each debtor's own window is enforced by the planner, not by the schedule.
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every 15 minutes: send the outreach that is due and allowed now.",
+)

@@ -1,0 +1,162 @@
+"""The outreach_attempts ledger and the contact state tables (opt-outs, consent, invalid contacts).
+
+At most once per (case, step): `reserve` inserts the row with the unique key *before* the provider call; a
+second reserve of the same key fails on the constraint and returns None, whatever process tries. `confirm`
+stores the provider's answer. `reconcile` settles reservations left without an outcome (crash, timeout)
+by asking the provider what happened - never by sending again.
+"""
+
+import json
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentcollect_pipeline.warehouse import collections_schema as cs
+from agentcollect_pipeline.warehouse import outreach_schema as os_
+from agentcollect_pipeline.warehouse.store import Warehouse
+
+log = logging.getLogger(__name__)
+A = os_.outreach_attempts
+
+
+def new_attempt_id() -> str:
+    return "att_" + secrets.token_hex(10)
+
+
+def reference(attempt_id: str) -> str:
+    """Short reference printed in messages; also how a texted message is found again when reconciling."""
+    return attempt_id.removeprefix("att_")[:10].upper()
+
+
+def reserve(store: Warehouse, action: dict[str, Any], now: datetime, run_id: str | None) -> str | None:
+    """Insert the attempt as `reserved`; None when (case_id, step) already has a row (sent or in flight)."""
+    attempt_id = new_attempt_id()
+    row = {
+        "attempt_id": attempt_id, "case_id": action["case_id"], "step": action["step"],
+        "customer_id": action["customer_id"], "currency": action["currency"], "channel": action["channel"],
+        "destination": action["destination"], "tone": action.get("tone"), "invoice_ids": action["invoice_ids"],
+        "total_due_cents": int(action["total_due_cents"]), "consumer": bool(action["consumer"]),
+        "why": action.get("why"), "status": "reserved", "run_id": run_id, "reserved_at": now, "updated_at": now,
+    }
+    try:
+        with store.transaction() as conn:
+            conn.execute(A.insert(), [row])
+    except sa.exc.IntegrityError:
+        return None
+    return attempt_id
+
+
+def confirm(store: Warehouse, attempt_id: str, now: datetime, **values: Any) -> None:
+    """Record the outcome. Only a `reserved` row is overwritten, so a status callback that raced ahead of
+    this write (delivered before we stored `sent`) is not undone."""
+    values.setdefault("confirmed_at", now)
+    with store.transaction() as conn:
+        updated = conn.execute(
+            A.update().where(A.c.attempt_id == attempt_id, A.c.status == "reserved").values(updated_at=now, **values)
+        ).rowcount
+        if not updated and values.get("provider_id"):
+            conn.execute(A.update().where(A.c.attempt_id == attempt_id, A.c.provider_id.is_(None))
+                         .values(provider_id=values["provider_id"], sent_at=values.get("sent_at"), updated_at=now))
+
+
+def stale_reservations(store: Warehouse, now: datetime, older_than: timedelta) -> list[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(A).where(A.c.status == "reserved", A.c.reserved_at < now - older_than))
+        return [dict(r._mapping) for r in rows]
+
+
+def reconcile(store: Warehouse, now: datetime, older_than: timedelta, twilio, dry_run: bool = False) -> dict[str, int]:
+    """Settle reservations left without an outcome. Twilio: list messages/calls to that number since the
+    reservation (the SMS carries our reference). SendGrid: an event carrying our attempt_id in custom_args.
+    Found -> `sent` with the provider id; otherwise `unconfirmed`, which counts as sent and is never retried."""
+    counts = {"found": 0, "unconfirmed": 0}
+    for row in stale_reservations(store, now, older_than):
+        since = row["reserved_at"] - timedelta(minutes=1)
+        found: str | None = None
+        try:
+            if row["channel"] == "email":
+                found = _email_event(store, row["attempt_id"])
+            elif twilio is not None and row["channel"] == "sms":
+                found = twilio.find_message(row["destination"], since, reference(row["attempt_id"]))
+            elif twilio is not None and row["channel"] == "voice":
+                found = twilio.find_call(row["destination"], since)
+        except Exception as exc:  # the provider is down: cannot confirm either way
+            log.warning("reconcile %s: provider lookup failed (%s)", row["attempt_id"], type(exc).__name__)
+        if found:
+            confirm(store, row["attempt_id"], now, status="sent", provider_id=found, sent_at=row["reserved_at"])
+            counts["found"] += 1
+        else:
+            confirm(store, row["attempt_id"], now, status="unconfirmed",
+                    error_message="no provider record found; counted as sent, not re-sent")
+            counts["unconfirmed"] += 1
+    return counts
+
+
+def _email_event(store: Warehouse, attempt_id: str) -> str | None:
+    E = os_.outreach_events
+    with store.engine.connect() as conn:
+        payload = conn.execute(sa.select(E.c.payload).where(E.c.attempt_id == attempt_id).limit(1)).scalar()
+    if payload is None:
+        return None
+    message_id = json.loads(payload).get("sg_message_id") or "event"
+    return str(message_id).split(".")[0]
+
+
+# -- contact state ------------------------------------------------------------------------------------
+
+
+def _normal(channel: str, address: str) -> str:
+    return address.strip().lower() if channel == "email" else address.strip()
+
+
+def record_opt_out(conn: sa.Connection, channel: str, address: str, source: str, now: datetime) -> bool:
+    """Add an opt-out unless one exists for (channel, address). Returns whether a row was added."""
+    address = _normal(channel, address)
+    exists = conn.execute(sa.select(cs.opt_outs.c.opt_out_id).where(
+        cs.opt_outs.c.channel == channel, cs.opt_outs.c.address == address)).first()
+    if exists:
+        return False
+    conn.execute(cs.opt_outs.insert(), [{"opt_out_id": "opt_" + secrets.token_hex(8), "channel": channel,
+                                         "address": address, "opted_out_at": now, "source": source}])
+    return True
+
+
+def mark_invalid(conn: sa.Connection, channel: str, address: str, reason: str, now: datetime) -> None:
+    address = _normal(channel, address)
+    T = os_.invalid_contacts
+    if conn.execute(sa.select(T.c.address).where(T.c.channel == channel, T.c.address == address)).first() is None:
+        conn.execute(T.insert(), [{"channel": channel, "address": address, "reason": reason, "marked_at": now}])
+
+
+def record_consent(store: Warehouse, channel: str, address: str, source: str, recorded_by: str,
+                   now: datetime | None = None) -> str:
+    if channel not in ("sms", "voice"):
+        raise ValueError("consent is recorded for sms or voice")
+    consent_id = "con_" + secrets.token_hex(8)
+    with store.transaction() as conn:
+        conn.execute(os_.contact_consents.insert(), [{
+            "consent_id": consent_id, "channel": channel, "address": address.strip(), "source": source,
+            "recorded_by": recorded_by, "recorded_at": now or datetime.now(UTC), "revoked_at": None}])
+    return consent_id
+
+
+def clear_opt_out(store: Warehouse, channel: str, address: str, cleared_by: str, why: str,
+                  now: datetime | None = None) -> int:
+    """A person lifts an opt-out: the opt-out row goes, and who/why/when is kept in opt_out_clearances."""
+    if not cleared_by.strip() or not why.strip():
+        raise ValueError("clearing an opt-out needs who (--by) and why (--why)")
+    now = now or datetime.now(UTC)
+    address = _normal(channel, address)
+    O = cs.opt_outs
+    with store.transaction() as conn:
+        rows = conn.execute(sa.select(O).where(O.c.channel == channel, O.c.address == address)).mappings().all()
+        for row in rows:
+            conn.execute(os_.opt_out_clearances.insert(), [{
+                "clearance_id": "clr_" + secrets.token_hex(8), "opt_out_id": row["opt_out_id"], "channel": channel,
+                "address": address, "opted_out_at": row["opted_out_at"], "opt_out_source": row["source"],
+                "cleared_by": cleared_by.strip(), "why": why.strip(), "cleared_at": now}])
+            conn.execute(O.delete().where(O.c.opt_out_id == row["opt_out_id"]))
+    return len(rows)

@@ -1,0 +1,232 @@
+"""Group `payments`: the ledgers finance reads, and the quick "paid in Bill.com" check.
+
+- `payments_posted` is an AssetSpec: the post_payment job's ops write the ledger (a side effect per event,
+  not a recomputation), and `post_payments` logs an AssetMaterialization for it, so lineage and history
+  show in the asset graph like any other table.
+- `invoices_paid_in_billcom` records invoices in collection that were paid in Bill.com itself and writes
+  one "paid in Bill.com" note on the customer for each.
+- `fee_ledger` is the success-only fee on collected money attributed to our collection (payments/fees.py).
+- Job `paid_invoices_check` refreshes the invoices and received payments, re-runs eligibility and cases
+  (so a paid invoice stops being collected now, not at the next 4-hourly cycle) and notes paid invoices.
+  Two sensors request it: `recently_paid_invoices_sensor` polls Bill.com (one API call when nothing
+  changed), `billcom_invoice_events_sensor` reacts to signed invoice.* webhooks at once.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from agentcollect_pipeline.ar_source import sync
+from agentcollect_pipeline.assets.metadata import definition_metadata, preview
+from agentcollect_pipeline.clients.billcom import BillComNotFoundError
+from agentcollect_pipeline.money import from_minor_units
+from agentcollect_pipeline.payments import billcom_events, fees, paid_in_billcom
+from agentcollect_pipeline.payments.posting import PaymentPoster
+from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, PaymentSettings, WarehouseResource
+from agentcollect_pipeline.settings import env
+from agentcollect_pipeline.warehouse import payments_schema as ps
+from agentcollect_pipeline.warehouse.store import frame_from_rows
+
+GROUP = "payments"
+OWNERS = ["team:finance-data"]
+TAGS = {"agentcollect/lane": "payments"}
+WEBHOOK_BATCH = 500  # invoice ids per run; more arrive in the next tick
+
+
+payments_posted = dg.AssetSpec(
+    "payments_posted",
+    deps=["billcom_invoices"],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"billcom", "sql"},
+    description=(
+        "One row per payment event: what was posted to Bill.com, on which invoice, with Bill.com's ReceivedPay "
+        "id (status posted), or why not (already_recorded, needs_review). Written exactly once per event by "
+        "the post_payment job; materialized by its post_payments op."
+    ),
+    metadata=definition_metadata(ps.payments_posted),
+)
+
+
+def _money(totals: dict[str, dict[str, int]], field: str) -> dict[str, str]:
+    return {currency: f"{from_minor_units(t[field], currency):,}" for currency, t in sorted(totals.items())}
+
+
+class PaidInvoicesConfig(dg.Config):
+    invoice_ids: list[str] = []
+    """Invoices named by Bill.com invoice.* webhooks: re-read from Bill.com first, whatever the sync saw."""
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"billcom", "sql"},
+    pool="billcom",
+    deps=["billcom_invoices", "collection_cases", "payments_posted"],
+    metadata=definition_metadata(ps.invoices_paid_in_billcom),
+)
+def invoices_paid_in_billcom(
+    context: dg.AssetExecutionContext,
+    config: PaidInvoicesConfig,
+    warehouse: WarehouseResource,
+    billcom: BillComResource,
+    ar_settings: ARSyncSettings,
+    payment_settings: PaymentSettings,
+) -> dg.MaterializeResult:
+    """Invoices we were collecting that Bill.com now shows paid without our posting (its own payment link,
+    or recorded by hand), each with one private note on the customer: "paid in Bill.com … collection stopped".
+
+    In collection = a case for the customer and currency was open when the invoice turned paid, and it
+    was overdue then (payments/paid_in_billcom.py). Recorded once per invoice; notes once per invoice.
+    """
+    store = warehouse.get_warehouse()
+    poster = PaymentPoster(store, billcom.get_source(ar_settings), policy=payment_settings.policy())
+    reread = 0
+    for invoice_id in sorted(set(config.invoice_ids)):
+        try:
+            reread += len(poster.refresh_invoices([invoice_id]))
+        except BillComNotFoundError:
+            # A notification for an invoice we may not read (deleted since, another org's key) is only a prompt.
+            context.log.warning("invoice %s from a Bill.com notification is not readable; skipped", invoice_id)
+    new = paid_in_billcom.detect(store, timezone=ar_settings.org_timezone, now=datetime.now(UTC))
+    noted, failed = paid_in_billcom.write_notes(paid_in_billcom.unnoted(store), poster.write_note, ar_settings.org_timezone)
+    for row in new:
+        context.log.info("invoice %s paid in Bill.com while in case %s", row["invoice_number"] or row["invoice_id"], row["case_id"])
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(store.count(ps.invoices_paid_in_billcom)),
+        "dagster/table_name": ps.invoices_paid_in_billcom.name,
+        "invoices_reread": dg.MetadataValue.int(reread),
+        "newly_paid": dg.MetadataValue.int(len(new)),
+        "notes_written": dg.MetadataValue.int(len(noted)),
+        "notes_failed": dg.MetadataValue.int(len(failed)),
+        "preview_newly_paid": preview(frame_from_rows(ps.invoices_paid_in_billcom, new[:10])),
+    }
+    if failed:
+        # The rows are recorded; the next materialization writes the missing notes. Fail so it is seen.
+        raise dg.Failure(
+            description=f"{len(failed)} 'paid in Bill.com' note(s) failed; retried by the next check",
+            metadata={**metadata, "failures": dg.MetadataValue.json(failed[:20])},
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"sql"},
+    deps=["payments_posted", "billcom_received_payments", "billcom_invoices", "collection_cases"],
+    metadata=definition_metadata(ps.fee_ledger),
+)
+def fee_ledger(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    ar_settings: ARSyncSettings,
+    payment_settings: PaymentSettings,
+) -> dg.MaterializeResult:
+    """Success-only fee: one row per payment line attributed to our collection, with the fee in minor units.
+
+    Attributed = the invoice was overdue when paid and a collection case for its customer and currency
+    covers the payment date (opened on or before it, last active at most `fee_attribution_window_days`
+    before it). fee = amount x `fee_percent` / 100 in Decimal, rounded half-even per line to the minor unit.
+    """
+    rule = fees.FeeRule(
+        percent=fees.parse_percent(payment_settings.fee_percent),
+        window_days=payment_settings.fee_attribution_window_days,
+        timezone=ar_settings.org_timezone,
+    )
+    store = warehouse.get_warehouse()
+    rows = fees.compute(store, rule, datetime.now(UTC))
+    fees.rewrite(store, rows)
+    totals = fees.totals(rows)
+    context.log.info("fee_ledger: %d attributed payment lines at %s%%", len(rows), rule.percent)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(len(rows)),
+            "dagster/table_name": ps.fee_ledger.name,
+            "fee_percent": dg.MetadataValue.text(format(rule.percent, "f")),
+            "attribution_window_days": dg.MetadataValue.int(rule.window_days),
+            "collected_attributed": dg.MetadataValue.json(_money(totals, "collected_cents")),
+            "fee": dg.MetadataValue.json(_money(totals, "fee_cents")),
+            "preview_latest": preview(frame_from_rows(ps.fee_ledger, rows[-10:])),
+        }
+    )
+
+
+PAYMENTS_ASSETS = [payments_posted, invoices_paid_in_billcom, fee_ledger]
+
+
+paid_invoices_check = dg.define_asset_job(
+    name="paid_invoices_check",
+    selection=dg.AssetSelection.assets(
+        "billcom_invoices", "billcom_received_payments", "invoice_eligibility", "collection_cases",
+        "invoices_paid_in_billcom",
+    ),
+    # One process per run, like collection_cycle: every Bill.com call shares one session and semaphore.
+    executor_def=dg.in_process_executor,
+    tags=TAGS,
+    description="Quick check for invoices paid in Bill.com: incremental sync of invoices and received payments, "
+    "eligibility and cases re-evaluated, one note per newly paid invoice. Requested by two sensors.",
+)
+
+
+@dg.sensor(
+    name="recently_paid_invoices_sensor",
+    job=paid_invoices_check,
+    minimum_interval_seconds=int(env("AGENTCOLLECT_PAID_INVOICES_SENSOR_INTERVAL_SECONDS") or 900),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Polls Bill.com for invoices updated since the last sync (one API call when nothing changed) "
+    "and requests paid_invoices_check only when something did.",
+)
+def recently_paid_invoices_sensor(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    billcom: BillComResource,
+    ar_settings: ARSyncSettings,
+):
+    store = warehouse.get_warehouse()
+    mark = store.high_water_mark(sync.INVOICES.name)
+    if mark is None:
+        # The first, full read of the book is collection_cycle's job; this poller only looks for changes.
+        return dg.SkipReason("billcom_invoices has never been synced; waiting for collection_cycle")
+    # The cursor is the newest change a run was already requested for; the sync's mark is what is stored.
+    since = max(mark, datetime.fromisoformat(context.cursor)) if context.cursor else mark
+    newest = billcom.get_source(ar_settings).latest_invoice_change(since)
+    if newest is None:
+        return dg.SkipReason(f"no invoice updated in Bill.com after {since.isoformat()}")
+    context.log.info("invoices updated in Bill.com up to %s; requesting paid_invoices_check", newest.isoformat())
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"invoices-updated:{newest.isoformat()}", tags={"agentcollect/trigger": "poll"})],
+        cursor=newest.isoformat(),
+    )
+
+
+@dg.sensor(
+    name="billcom_invoice_events_sensor",
+    job=paid_invoices_check,
+    minimum_interval_seconds=int(env("AGENTCOLLECT_BILLCOM_EVENTS_SENSOR_INTERVAL_SECONDS") or 15),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Signed Bill.com invoice.* webhooks stored by the receiver -> paid_invoices_check at once, "
+    "re-reading the invoices they name.",
+)
+def billcom_invoice_events_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    # A notification committed out of sequence order (PostgreSQL) can fall behind the cursor; it is only a
+    # prompt, and the poller's next look at Bill.com covers the invoice anyway.
+    after = int(context.cursor or 0)
+    rows = billcom_events.notifications_after(warehouse.get_warehouse(), after, WEBHOOK_BATCH)
+    if not rows:
+        return dg.SkipReason(f"no Bill.com invoice notifications after sequence {after}")
+    last = rows[-1]["sequence"]
+    invoice_ids = sorted({r["invoice_id"] for r in rows})
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"billcom-events:{last}",
+                run_config=dg.RunConfig(ops={"invoices_paid_in_billcom": PaidInvoicesConfig(invoice_ids=invoice_ids)}),
+                tags={"agentcollect/trigger": "webhook", "agentcollect/invoices": str(len(invoice_ids))},
+            )
+        ],
+        cursor=str(last),
+    )
+
+
+PAYMENTS_SENSORS = [recently_paid_invoices_sensor, billcom_invoice_events_sensor]
