@@ -25,13 +25,14 @@ import sys
 import threading
 import time
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, serve_lifespan
 
 __all__ = [
     "BillComSandbox",
@@ -321,14 +322,6 @@ class _Session:
         self.calls = 0
 
 
-@dataclass
-class _Fault:
-    kind: str
-    path: str | None
-    delay_s: float
-    after_processing: bool
-
-
 def _op_name(path: str) -> str:
     """Stats/fault key of a request path: "/api/v2/List/Invoice.json" -> "List/Invoice"."""
     name = path[len(API_PREFIX):] if path.startswith(API_PREFIX) else path.lstrip("/")
@@ -359,7 +352,7 @@ class BillComSandbox:
         self._sessions: dict[str, _Session] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
         self._hourly: dict[tuple[str, str, datetime], int] = {}
-        self._faults: deque[_Fault] = deque()
+        self._faults = FaultQueue(FAULT_KINDS, _norm_fault_path)
         self._latency_ms = float(self.config.latency_ms)
         self._expire_after_calls: int | None = None
         self.reset_stats()
@@ -417,11 +410,8 @@ class BillComSandbox:
     def inject(self, kind: str, path: str | None = None, times: int = 1, delay_s: float = 0.0,
                after_processing: bool = False) -> None:
         """Queue `times` scripted faults for requests to `path` ("RecordARPayment", "List/Invoice.json"...)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        fault = _Fault(kind, _norm_fault_path(path), float(delay_s), bool(after_processing))
         with self._lock:
-            self._faults.extend(_Fault(**asdict(fault)) for _ in range(int(times)))
+            self._faults.add(kind, path, times, delay_s, after_processing)
 
     def clear_faults(self) -> None:
         """Drop queued faults and return standing ones to the configured defaults."""
@@ -1118,13 +1108,11 @@ class BillComSandbox:
         return (len(parts) == 2 and parts[0] == "List") or (
             len(parts) == 3 and parts[0] == "Crud" and parts[1] in ("Create", "Read", "Update", "Delete"))
 
-    def _take_fault(self, op: str) -> _Fault | None:
-        for index, fault in enumerate(self._faults):
-            if fault.path is None or fault.path == op:
-                del self._faults[index]
-                self._stats["faults_injected"] += 1
-                return fault
-        return None
+    def _take_fault(self, op: str) -> Fault | None:
+        fault = self._faults.take(op)
+        if fault is not None:
+            self._stats["faults_injected"] += 1
+        return fault
 
     def _error_response(self, error: ApiError) -> tuple[int, bytes, str]:
         errors = self._stats["errors"]
@@ -1132,7 +1120,7 @@ class BillComSandbox:
         status = error.http_status or self.config.error_http_status
         return status, dumps(_failure(error.code, error.message)), "application/json"
 
-    def _fault_response(self, fault: _Fault) -> tuple[int, bytes, str]:
+    def _fault_response(self, fault: Fault) -> tuple[int, bytes, str]:
         if fault.kind.startswith("http_"):
             status = int(fault.kind[5:])
             reason = {500: "Internal Server Error", 503: "Service Unavailable", 429: "Too Many Requests"}[status]
@@ -1153,13 +1141,8 @@ class BillComSandbox:
 
     async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path = scope["path"]

@@ -49,6 +49,8 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
+
 from ..billcom.app import SandboxClock, parse_ts
 
 __all__ = [
@@ -91,15 +93,6 @@ def _err(message: str, field_name: str | None = None, help_anchor: str | None = 
 
 def _short_id(length: int = 22) -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(18)).decode("ascii").rstrip("=")[:length]
-
-
-@dataclass
-class _Fault:
-    kind: str
-    path: str | None
-    method: str | None
-    delay_s: float
-    after_processing: bool
 
 
 @dataclass
@@ -204,8 +197,8 @@ class SendGridSandbox:
         self._next_group_id = 1000
         self._script: dict[str, dict[str, Any]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
-        self._faults: deque[_Fault] = deque()
-        self._pump: tuple[threading.Thread, threading.Event] | None = None
+        self._faults = FaultQueue(FAULT_KINDS, _op_name)
+        self._ticker = Ticker(self.tick, name="sendgrid-sandbox-pump")
         self.reset_stats()
 
         async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -241,12 +234,8 @@ class SendGridSandbox:
     def inject(self, kind: str, path: str | None = None, times: int = 1, delay_s: float = 0.0,
                after_processing: bool = False, method: str | None = None) -> None:
         """Queue `times` faults for requests to `path` ("mail/send", "/v3/suppression/bounces", None=any)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        norm = None if path in (None, "") else _op_name(path)
         with self._lock:
-            self._faults.extend(_Fault(kind, norm, method.upper() if method else None, float(delay_s),
-                                       bool(after_processing)) for _ in range(int(times)))
+            self._faults.add(kind, path, times, delay_s, after_processing, method)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -389,25 +378,10 @@ class SendGridSandbox:
 
     def start_pump(self, interval_s: float = 1.0) -> None:
         """Tick in a background thread (for a long-running server on a real-time clock)."""
-        if self._pump is not None:
-            return
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.wait(interval_s):
-                with contextlib.suppress(Exception):
-                    self.tick()
-
-        thread = threading.Thread(target=run, name="sendgrid-sandbox-pump", daemon=True)
-        thread.start()
-        self._pump = (thread, stop)
+        self._ticker.start(interval_s)
 
     def stop_pump(self) -> None:
-        if self._pump is not None:
-            thread, stop = self._pump
-            stop.set()
-            thread.join(5)
-            self._pump = None
+        self._ticker.stop()
 
     # ---- events (lock held) ---------------------------------------------------------------------------
 
@@ -874,7 +848,7 @@ class SendGridSandbox:
         self._stats["errors"][key] = self._stats["errors"].get(key, 0) + 1
         return error.status, json.dumps({"errors": error.errors}).encode(), dict(error.headers)
 
-    def _fault_response(self, fault: _Fault, rate: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _fault_response(self, fault: Fault, rate: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         if fault.kind == "http_429":
             self._stats["rate_limited"] += 1
             headers = rate or {"X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0",
@@ -887,23 +861,16 @@ class SendGridSandbox:
         return self._error(SendGridError(status, [{"message": "internal server error" if status == 500 else
                                                    "service unavailable" if status == 503 else "bad gateway"}]))
 
-    def _take_fault(self, op: str, method: str) -> _Fault | None:
-        for index, fault in enumerate(self._faults):
-            if (fault.path is None or fault.path == op) and (fault.method is None or fault.method == method):
-                del self._faults[index]
-                self._stats["faults_injected"] += 1
-                return fault
-        return None
+    def _take_fault(self, op: str, method: str) -> Fault | None:
+        fault = self._faults.take(op, method)
+        if fault is not None:
+            self._stats["faults_injected"] += 1
+        return fault
 
     async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path: str = scope["path"]

@@ -45,6 +45,8 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
+
 from ..billcom.app import SandboxClock, parse_ts
 
 __all__ = [
@@ -217,15 +219,6 @@ class TwilioError(Exception):
 
 
 @dataclass
-class _Fault:
-    kind: str
-    path: str | None
-    method: str | None
-    delay_s: float
-    after_processing: bool
-
-
-@dataclass
 class WebhookDelivery:
     """One webhook the sandbox sent (status callback, inbound message, voice URL fetch)."""
 
@@ -345,13 +338,13 @@ class TwilioSandbox:
         self._sms_script: dict[str, tuple[str, int | None]] = {}
         self._call_script: dict[str, dict[str, Any]] = {}
         self._sender_free: dict[str, datetime] = {}
-        self._faults: deque[_Fault] = deque()
+        self._faults = FaultQueue(FAULT_KINDS, _op_name)
         self._outbox: deque[tuple[str, str, str, dict[str, Any]]] = deque()
         self._deliveries: list[WebhookDelivery] = []
         self._tokens: float | None = None
         self._tokens_at: datetime | None = None
         self._in_flight = 0
-        self._pump: tuple[threading.Thread, threading.Event] | None = None
+        self._ticker = Ticker(self.tick, name="twilio-sandbox-pump")
         self.reset_stats()
 
         async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -389,12 +382,8 @@ class TwilioSandbox:
         `after_processing=True` does the work (the message is created) and then answers with the fault,
         which is the ambiguous failure a sender must reconcile. `delay` sleeps `delay_s` before answering.
         """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
-        norm = None if path in (None, "") else _op_name(path)
-        fault = _Fault(kind, norm, method.upper() if method else None, float(delay_s), bool(after_processing))
         with self._lock:
-            self._faults.extend(_Fault(**fault.__dict__) for _ in range(int(times)))
+            self._faults.add(kind, path, times, delay_s, after_processing, method)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -589,25 +578,10 @@ class TwilioSandbox:
 
     def start_pump(self, interval_s: float = 0.5) -> None:
         """Tick in a background thread (for a long-running server on a real-time clock)."""
-        if self._pump is not None:
-            return
-        stop = threading.Event()
-
-        def run() -> None:
-            while not stop.wait(interval_s):
-                with contextlib.suppress(Exception):
-                    self.tick()
-
-        thread = threading.Thread(target=run, name="twilio-sandbox-pump", daemon=True)
-        thread.start()
-        self._pump = (thread, stop)
+        self._ticker.start(interval_s)
 
     def stop_pump(self) -> None:
-        if self._pump is not None:
-            thread, stop = self._pump
-            stop.set()
-            thread.join(5)
-            self._pump = None
+        self._ticker.stop()
 
     # ---- state helpers (call with the lock held) ------------------------------------------------------
 
@@ -1090,13 +1064,11 @@ class TwilioSandbox:
             raise TwilioError(405, 20004, "Method not allowed")
         raise TwilioError(404, 20404, f"The requested resource {path} was not found")
 
-    def _take_fault(self, op: str, method: str) -> _Fault | None:
-        for index, fault in enumerate(self._faults):
-            if (fault.path is None or fault.path == op) and (fault.method is None or fault.method == method):
-                del self._faults[index]
-                self._stats["faults_injected"] += 1
-                return fault
-        return None
+    def _take_fault(self, op: str, method: str) -> Fault | None:
+        fault = self._faults.take(op, method)
+        if fault is not None:
+            self._stats["faults_injected"] += 1
+        return fault
 
     def _error(self, error: TwilioError) -> tuple[int, bytes, dict[str, str]]:
         errors = self._stats["errors"]
@@ -1106,7 +1078,7 @@ class TwilioSandbox:
             headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
         return error.status, json.dumps(error.body()).encode(), headers
 
-    def _fault_response(self, fault: _Fault) -> tuple[int, bytes, dict[str, str]]:
+    def _fault_response(self, fault: Fault) -> tuple[int, bytes, dict[str, str]]:
         if fault.kind == "http_429":
             self._stats["rate_limited"] += 1
             return self._error(TwilioError(429, 20429, "Too Many Requests"))
@@ -1118,7 +1090,7 @@ class TwilioSandbox:
 
     async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -1352,16 +1324,6 @@ def _twiml_messages(text: str) -> list[str]:
         if value.strip():
             bodies.append(value.strip())
     return bodies
-
-
-async def _lifespan(receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def _read_body(receive: Callable[..., Any]) -> bytes:
