@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=3000)
     ui.add_argument("--sandbox-port", type=int, default=8081)
 
-    payments = commands.add_parser("payments", help="payment events: import bank files")
+    payments = commands.add_parser("payments", help="payment events: import bank files, review what needs a person")
     payment_commands = payments.add_subparsers(dest="payments_command", required=True)
     payments_import = payment_commands.add_parser(
         "import", help="import a remittance/lockbox CSV: all rows or none, errors by line number"
@@ -48,11 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         decision.add_argument("--why", required=True, help="why (recorded)")
     resolve.add_argument("--post-to", required=True, metavar="INVOICE_ID", help="Bill.com invoice id (00e…)")
 
+    from agentcollect_pipeline.outreach.cli import add_contacts_parser
+
+    add_contacts_parser(commands)
+
     webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/payments)")
     webhooks.add_argument("--host", default="127.0.0.1")
     webhooks.add_argument("--port", type=int, default=8090)
 
     args = parser.parse_args(argv)
+    if args.command == "contacts":
+        from agentcollect_pipeline.outreach.cli import contacts_command
+
+        return contacts_command(args, _database_url())
     if args.command == "payments":
         return _payments(args)
     if args.command == "webhooks":

@@ -8,8 +8,14 @@ import dagster as dg
 
 from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
+from agentcollect_pipeline.assets.outreach import (
+    OUTREACH_ASSETS,
+    send_due_outreach,
+    send_due_outreach_every_15_minutes,
+)
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.jobs import collection_cycle
+from agentcollect_pipeline.outreach.config import build_outreach_resources
 from agentcollect_pipeline.payments.assets import PAYMENTS_ASSETS, PAYMENTS_SENSORS, paid_invoices_check
 from agentcollect_pipeline.payments.job import post_payment
 from agentcollect_pipeline.payments.sensor import payment_events_sensor
@@ -59,16 +65,17 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             fee_percent=env("AGENTCOLLECT_FEE_PERCENT"),
             fee_attribution_window_days=int(env("AGENTCOLLECT_FEE_ATTRIBUTION_WINDOW_DAYS")),
         ),
+        **build_outreach_resources(),
     }
 
 
 def build_definitions() -> dg.Definitions:
     """Everything in the code location. Tests call it after setting the environment they want."""
     return dg.Definitions(
-        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS, *PAYMENTS_ASSETS],
+        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS, *PAYMENTS_ASSETS, *OUTREACH_ASSETS],
         asset_checks=[*AR_SOURCE_CHECKS, *COLLECTIONS_CHECKS],
-        jobs=[collection_cycle, post_payment, paid_invoices_check],
-        schedules=[collection_cycle_every_4_hours],
+        jobs=[collection_cycle, post_payment, paid_invoices_check, send_due_outreach],
+        schedules=[collection_cycle_every_4_hours, send_due_outreach_every_15_minutes],
         sensors=[run_failure_alert, failed_check_alert, payment_events_sensor, *PAYMENTS_SENSORS],
         resources=build_resources(),
     )

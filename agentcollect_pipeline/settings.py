@@ -35,6 +35,19 @@ ENVIRONMENT: dict[str, tuple[bool, str | None, str]] = {
     "AGENTCOLLECT_BILLCOM_EVENTS_SENSOR_INTERVAL_SECONDS": (False, "15", "minimum seconds between billcom_invoice_events_sensor ticks (reads stored invoice.* webhooks; no API call)"),
     "AGENTCOLLECT_FEE_PERCENT": (False, "10", "success-only fee: percent (exact decimal, e.g. 12.5) of attributed amounts collected"),
     "AGENTCOLLECT_FEE_ATTRIBUTION_WINDOW_DAYS": (False, "30", "a payment this many days after its collection case was last active still earns the fee"),
+    "AGENTCOLLECT_OUTREACH_DRY_RUN": (False, "false", "true: outreach writes what it would send to outreach_outbox and sends nothing"),
+    "AGENTCOLLECT_ORG_NAME": (False, "Accounts Receivable", "who outreach messages are from"),
+    "AGENTCOLLECT_PAYMENT_LINK_TEMPLATE": (False, "https://pay.example.com/invoices/{invoice_id}", "payment link in every message: {invoice_id} {customer_id} {case_id}"),
+    "AGENTCOLLECT_PUBLIC_BASE_URL": (False, "http://127.0.0.1:8090", "public URL of the webhook receiver (Twilio callbacks are signed for it)"),
+    "SENDGRID_API_KEY": (True, None, "SendGrid API key"),
+    "SENDGRID_BASE_URL": (False, "https://api.sendgrid.com", "SendGrid API host (a sandbox URL in tests and the demo)"),
+    "SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY": (True, None, "SendGrid signed event webhook public key (base64 DER); unset = events refused"),
+    "AGENTCOLLECT_EMAIL_FROM": (False, "ar@example.com", "sender address of collection emails"),
+    "AGENTCOLLECT_EMAIL_REPLY_TO": (False, None, "reply-to address (Inbound Parse) of collection emails"),
+    "TWILIO_ACCOUNT_SID": (True, None, "Twilio account SID"),
+    "TWILIO_AUTH_TOKEN": (True, None, "Twilio auth token (also validates Twilio webhooks)"),
+    "TWILIO_FROM_NUMBER": (False, None, "E.164 number texts and calls come from"),
+    "TWILIO_BASE_URL": (False, None, "send Twilio API requests to this base URL (sandbox); unset = api.twilio.com"),
 }
 
 

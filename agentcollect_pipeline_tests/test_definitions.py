@@ -31,6 +31,8 @@ def test_the_one_definitions_object_is_loadable_and_complete():
         "payments_posted",
         "invoices_paid_in_billcom",
         "fee_ledger",
+        "outreach_plan",
+        "outreach_attempts",
     }
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{t}:{t}_invalid_share_within_bound"
@@ -48,6 +50,8 @@ def test_the_one_definitions_object_is_loadable_and_complete():
                                              "recently_paid_invoices_sensor", "billcom_invoice_events_sensor"}
     assert defs.resolve_job_def("post_payment")
     assert defs.resolve_job_def("paid_invoices_check")
+    assert defs.resolve_job_def("send_due_outreach")
+    assert defs.resolve_schedule_def("send_due_outreach_every_15_minutes").cron_schedule == "*/15 * * * *"
 
 
 def test_billcom_pool_guards_every_billcom_asset():
@@ -56,7 +60,10 @@ def test_billcom_pool_guards_every_billcom_asset():
         if isinstance(asset, dg.AssetSpec):
             continue
         # The collections assets and fee_ledger make no Bill.com call, so they take no billcom slot.
-        if asset.group_names_by_key[asset.key] != "collections" and asset.key != dg.AssetKey("fee_ledger"):
+        # outreach_plan is pure planning on the warehouse; outreach_attempts re-reads invoices, so it does.
+        if asset.group_names_by_key[asset.key] != "collections" and asset.key not in (
+            dg.AssetKey("fee_ledger"), dg.AssetKey("outreach_plan")
+        ):
             assert asset.op.pool == "billcom"
 
 

@@ -64,7 +64,11 @@ def _payment(payment_id: str, customer: str, paid: date, lines: list[tuple[str, 
 
 @pytest.fixture
 def book(warehouse_resource):
-    warehouse = warehouse_resource.get_warehouse()
+    return populate(warehouse_resource.get_warehouse())
+
+
+def populate(warehouse):
+    """A small book: one USD case for C1 (Oct 1 - Oct 20), payments around it, one posted by us, not synced."""
     opened, last_seen = datetime(2026, 10, 1, 12, tzinfo=UTC), datetime(2026, 10, 20, 12, tzinfo=UTC)
     invoices = [
         _invoice("a", "C1", date(2026, 9, 1)),

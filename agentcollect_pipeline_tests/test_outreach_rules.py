@@ -226,7 +226,7 @@ def _simulate(seed: int, days: int = 30, customers: int = 16) -> dict:
     now = start
     while now < start + timedelta(days=days):
         # The world moves: payments, opt-outs, replies.
-        for invoice_id, invoice in invoices.items():
+        for invoice in invoices.values():
             if invoice["paid_at"] is None and rng.random() < 0.0015:
                 invoice["paid_at"] = now
         if rng.random() < 0.01:

@@ -100,6 +100,11 @@ class Lane:
 
 @pytest.fixture
 def lane(billcom, warehouse_resource, ar_settings):
+    yield from make_lane(billcom, warehouse_resource, ar_settings)
+
+
+def make_lane(billcom, warehouse_resource, ar_settings):
+    """The `lane` fixture's body, for other test modules' fixtures to reuse."""
     settings = PaymentSettings(batch_size=50, retry_after_minutes=0, max_attempts=3, reservation_lease_seconds=0)
     resources = {
         "warehouse": warehouse_resource,
@@ -468,3 +473,23 @@ def test_notes_are_written_once_per_fact(lane):
     with lane.warehouse.engine.connect() as conn:
         assert conn.execute(sa.select(customer_notes.c.status)).scalar_one() == "written"
 
+
+
+def test_sensor_waits_while_its_last_run_has_not_started(lane):
+    """Back-pressure: events arriving while a requested run is still queued join the next, larger batch."""
+    lane.resources["payment_settings"] = PaymentSettings(retry_after_minutes=60)
+    invoice = _invoice(lane, "900.00")
+    lane.send(_event("evt_q1", invoice, "100.00"))
+    (first,) = lane.tick()
+    queued = lane.instance.create_run_for_job(
+        job_def=post_payment,
+        run_config=first.run_config,
+        tags={"dagster/sensor_name": "payment_events_sensor", "dagster/run_key": first.run_key},
+        status=dg.DagsterRunStatus.NOT_STARTED,  # as a run is before the queue daemon launches it
+    )
+    lane.send(_event("evt_q2", invoice, "100.00"))
+    lane.send(_event("evt_q3", invoice, "100.00"))
+    assert lane.tick() == []
+    lane.instance.report_run_canceled(queued)  # it left the queue (here cancelled; usually started)
+    (second,) = lane.tick()
+    assert _events_of(second) == ["webhook:evt_q2", "webhook:evt_q3"]

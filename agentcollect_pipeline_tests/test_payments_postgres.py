@@ -129,3 +129,31 @@ def test_billcom_notifications_on_postgres(pg_lane):
     with dg.build_sensor_context(instance=lane.instance, resources=lane.resources) as context:
         (request,) = billcom_invoice_events_sensor.evaluate_tick(context).run_requests
     assert request.run_key == f"billcom-events:{first['sequence']}"
+
+
+def test_fee_ledger_and_paid_in_billcom_queries_on_postgres(postgres_url):
+    from datetime import UTC, datetime
+
+    from agentcollect_pipeline.payments import fees, paid_in_billcom
+    from agentcollect_pipeline.warehouse import schema
+    from agentcollect_pipeline_tests.test_fee_ledger import NOW, populate
+
+    warehouse = WarehouseResource(database_url=postgres_url).get_warehouse()
+    try:
+        populate(warehouse)
+        rows = fees.compute(warehouse, fees.FeeRule(Decimal("10"), 30, "UTC"), NOW)
+        fees.rewrite(warehouse, rows)
+        assert [(r["invoice_id"], r["fee_cents"]) for r in rows] == [("a", 4_000), ("g", 3_000), ("e", 2_000)]
+        with warehouse.transaction() as conn:
+            conn.execute(
+                schema.billcom_invoices.update()
+                .where(schema.billcom_invoices.c.invoice_id.in_(["a", "g"]))
+                .values(updated_at=datetime(2026, 10, 5, 9, tzinfo=UTC))
+            )
+        # "a" was paid in Bill.com while its case was open; "g" was paid by our posting, so it is not.
+        found = paid_in_billcom.detect(warehouse, timezone="UTC", now=NOW)
+        assert [r["invoice_id"] for r in found] == ["a"]
+        assert paid_in_billcom.detect(warehouse, timezone="UTC", now=NOW) == []
+        assert [r["invoice_id"] for r in paid_in_billcom.unnoted(warehouse)] == ["a"]
+    finally:
+        warehouse.engine.dispose()

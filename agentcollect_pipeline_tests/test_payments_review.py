@@ -15,15 +15,12 @@ from agentcollect_pipeline.ar_source.billcom import BillComARSource
 from agentcollect_pipeline.payments.posting import PaymentPoster, posting_key
 from agentcollect_pipeline.payments.review import ReviewError, dismiss, list_items, resolve_to_invoice
 from agentcollect_pipeline.warehouse.payments_schema import needs_review, payments_posted
-from agentcollect_pipeline_tests.test_payments import (  # noqa: F401  (lane is a fixture)
-    Lane,
-    _due,
-    _event,
-    _invoice,
-    _notes,
-    _rerun,
-    lane,
-)
+from agentcollect_pipeline_tests.test_payments import Lane, _due, _event, _invoice, _notes, _rerun, make_lane
+
+
+@pytest.fixture
+def lane(billcom, warehouse_resource, ar_settings):
+    yield from make_lane(billcom, warehouse_resource, ar_settings)
 
 
 def _poster(lane: Lane) -> PaymentPoster:

@@ -5,7 +5,8 @@ What runs, each in its own process group (as in production):
     from AGENTCOLLECT_TEST_POSTGRES_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres);
   - DAGSTER_HOME in a temporary folder, its dagster.yaml on that PostgreSQL (scheme postgresql+psycopg2,
     connection values from DAGSTER_PG_* variables so nothing secret is on a command line), with the
-    production concurrency settings of deploy/dagster.yaml and the `billcom` pool set to 3;
+    production concurrency settings of deploy/dagster.yaml, the `billcom` pool set to 3, and the run
+    queue checked every second with threaded launches (the one change from deploy/dagster.yaml);
   - the Bill.com sandbox, the webhook receiver (`agentcollect webhooks`), and `dagster-daemon run -w
     workspace.yaml` with payment_events_sensor every 5 s (AGENTCOLLECT_PAYMENT_SENSOR_INTERVAL_SECONDS).
 One warm-up event is posted first (not counted), so code-server start-up is not in the figures. Then 200
@@ -64,6 +65,14 @@ concurrency:
     max_concurrent_runs: 4
   pools:
     default_limit: 1
+# The one change from deploy/dagster.yaml, recommended for the payments lane: look at the run queue every
+# second (default 5) and launch dequeued runs in threads, so a payment run waits seconds, not a queue cycle.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
 run_monitoring:
   enabled: true
 telemetry:

@@ -9,7 +9,12 @@ from typing import Any
 
 from agentcollect_pipeline.ar_source import billcom_records as records
 from agentcollect_pipeline.ar_source.base import ARSource, ChangeBatch, CurrencyLookup, PaymentToRecord
-from agentcollect_pipeline.clients.billcom import BillComClient, BillComError, format_timestamp, parse_timestamp
+from agentcollect_pipeline.clients.billcom import (
+    BillComClient,
+    BillComError,
+    format_timestamp,
+    parse_timestamp,
+)
 from agentcollect_pipeline.money import from_minor_units
 
 log = logging.getLogger(__name__)

@@ -133,7 +133,8 @@ def _still_collectable(row: dict | None, disputed: set[str], minimum: int | None
     return minimum is None or due >= minimum
 
 
-@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sql", "twilio", "sendgrid"}, deps=[outreach_plan])
+# pool: the freshness check reads Bill.com, which allows 3 requests in flight per org across all runs.
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sql", "twilio", "sendgrid"}, deps=[outreach_plan], pool="billcom")
 def outreach_attempts(
     context: dg.AssetExecutionContext,
     config: OutreachConfig,
@@ -162,7 +163,6 @@ def outreach_attempts(
 
     due = store.read_frame(os_.outreach_plan, os_.outreach_plan.c.state == "due").head(settings.max_sends_per_run)
     customers = store.read_frame(schema.billcom_customers).set_index("customer_id")
-    invoices = store.read_frame(schema.billcom_invoices).set_index("invoice_id")
     disputes = store.read_frame(cs.disputes)
     disputed = set(disputes.loc[disputes["closed_at"].isna(), "invoice_id"])
     wanted = sorted({i for ids in due["invoice_ids"].dropna() for i in ids.split(",") if i})
@@ -198,7 +198,7 @@ def outreach_attempts(
             counts["dry_run"] += 1
             continue
 
-        attempt_id = ledger.reserve(store, action, now, context.run_id)
+        attempt_id = ledger.reserve(store, action, now, context.run.run_id)
         if attempt_id is None:
             counts["already_reserved"] += 1  # another run or an earlier crash holds this (case, step)
             continue

@@ -185,9 +185,12 @@ class TwilioResource(dg.ConfigurableResource):
     def find_message(self, to: str, since: datetime, reference: str) -> str | None:
         """Our message to `to` sent since `since`, recognised by the reference in its body."""
         client = self.client()
-        messages = self._read(lambda: client.messages.list(to=to, date_sent_after=since, limit=50))
+        # Not filtered on DateSent: a message still queued has no date_sent yet. Newest first, so the last
+        # 50 to this number from our sender cover any reservation within the reconcile window.
+        messages = self._read(lambda: client.messages.list(to=to, from_=self.from_number, limit=50))
         for message in messages:
-            if reference in (message.body or ""):
+            created = message.date_created
+            if reference in (message.body or "") and (created is None or created >= since):
                 return message.sid
         return None
 

@@ -64,7 +64,7 @@ def confirm(store: Warehouse, attempt_id: str, now: datetime, **values: Any) -> 
 
 def stale_reservations(store: Warehouse, now: datetime, older_than: timedelta) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(A).where(A.c.status == "reserved", A.c.reserved_at < now - older_than))
+        rows = conn.execute(sa.select(A).where(A.c.status == "reserved", A.c.reserved_at <= now - older_than))
         return [dict(r._mapping) for r in rows]
 
 
@@ -150,13 +150,13 @@ def clear_opt_out(store: Warehouse, channel: str, address: str, cleared_by: str,
         raise ValueError("clearing an opt-out needs who (--by) and why (--why)")
     now = now or datetime.now(UTC)
     address = _normal(channel, address)
-    O = cs.opt_outs
+    optouts = cs.opt_outs
     with store.transaction() as conn:
-        rows = conn.execute(sa.select(O).where(O.c.channel == channel, O.c.address == address)).mappings().all()
+        rows = conn.execute(sa.select(optouts).where(optouts.c.channel == channel, optouts.c.address == address)).mappings().all()
         for row in rows:
             conn.execute(os_.opt_out_clearances.insert(), [{
                 "clearance_id": "clr_" + secrets.token_hex(8), "opt_out_id": row["opt_out_id"], "channel": channel,
                 "address": address, "opted_out_at": row["opted_out_at"], "opt_out_source": row["source"],
                 "cleared_by": cleared_by.strip(), "why": why.strip(), "cleared_at": now}])
-            conn.execute(O.delete().where(O.c.opt_out_id == row["opt_out_id"]))
+            conn.execute(optouts.delete().where(optouts.c.opt_out_id == row["opt_out_id"]))
     return len(rows)

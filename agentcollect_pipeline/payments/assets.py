@@ -22,7 +22,12 @@ from agentcollect_pipeline.clients.billcom import BillComNotFoundError
 from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.payments import billcom_events, fees, paid_in_billcom
 from agentcollect_pipeline.payments.posting import PaymentPoster
-from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, PaymentSettings, WarehouseResource
+from agentcollect_pipeline.resources import (
+    ARSyncSettings,
+    BillComResource,
+    PaymentSettings,
+    WarehouseResource,
+)
 from agentcollect_pipeline.settings import env
 from agentcollect_pipeline.warehouse import payments_schema as ps
 from agentcollect_pipeline.warehouse.store import frame_from_rows

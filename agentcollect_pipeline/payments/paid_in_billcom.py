@@ -24,7 +24,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import schema
-from agentcollect_pipeline.warehouse.payments_schema import customer_notes, invoices_paid_in_billcom, payments_posted
+from agentcollect_pipeline.warehouse.payments_schema import (
+    customer_notes,
+    invoices_paid_in_billcom,
+    payments_posted,
+)
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 NOTE_PREFIX = "paid_in_billcom:"

@@ -2,6 +2,9 @@
 
 - The cursor is the last event sequence requested; each tick requests at most `batch_size` new events in
   one run whose run_key is the batch's last sequence, so a re-evaluated tick never launches it twice.
+- While a run it requested is still queued or starting, the sensor waits (back-pressure): events that
+  arrive meanwhile join the next batch, so a busy instance gets fewer, larger runs instead of a queue of
+  small ones that each pay the seconds a run start costs.
 - Dagster never re-requests a run_key, even when its run failed. So each tick also sweeps events the
   cursor has passed that are still undecided `retry_after_minutes` after their last request (a failed or
   never-launched run, or an event committed out of sequence order on PostgreSQL) and requests each again
@@ -154,6 +157,26 @@ def evaluate(warehouse: Warehouse, settings: PaymentSettings, cursor: str | None
     return requests, new_cursor, given_up
 
 
+_NOT_STARTED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING]
+# A run that has not started within this long is stuck (e.g. created by a daemon that died before queueing
+# it): stop waiting for it rather than hold every payment behind it.
+_WAIT_FOR_START = timedelta(minutes=10)
+
+
+def _run_not_started(instance: dg.DagsterInstance, now: datetime) -> str | None:
+    """The id of a recent run this sensor requested that is still queued or starting, if any."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=post_payment.name,
+            statuses=_NOT_STARTED,
+            tags={"dagster/sensor_name": "payment_events_sensor"},
+            created_after=now - _WAIT_FOR_START,
+        ),
+        limit=1,
+    )
+    return records[0].dagster_run.run_id if records else None
+
+
 @dg.sensor(
     name="payment_events_sensor",
     job=post_payment,
@@ -164,6 +187,11 @@ def evaluate(warehouse: Warehouse, settings: PaymentSettings, cursor: str | None
 def payment_events_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, payment_settings: PaymentSettings
 ):
+    waiting = _run_not_started(context.instance, datetime.now(UTC))
+    if waiting is not None:
+        # Back-pressure: while our last run is still queued or booting, new events wait here and join the
+        # next, larger batch, instead of piling up as many small runs that each pay the start-up cost.
+        return dg.SkipReason(f"post_payment run {waiting} has not started yet; new events join the next batch")
     requests, cursor, given_up = evaluate(
         warehouse.get_warehouse(), payment_settings, context.cursor, datetime.now(UTC)
     )

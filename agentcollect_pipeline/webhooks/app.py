@@ -68,6 +68,11 @@ class WebhookReceiver:
         if path == "/healthz" and method == "GET":
             await _respond(send, 200, {"status": "ok"})
             return
+        # Outreach routes (Twilio, SendGrid) live in webhooks/outreach.py, with their own signature checks.
+        outreach = getattr(self, "outreach", None)
+        if outreach is not None and outreach.handles(path):
+            await outreach(scope, receive, send)
+            return
         if path not in ("/webhooks/payments", "/webhooks/billcom"):
             await _respond(send, 404, {"error": "not found"})
             return
@@ -125,11 +130,15 @@ class WebhookReceiver:
 def receiver_from_environment(database_url: str) -> WebhookReceiver:
     from agentcollect_pipeline.resources import _warehouse
 
-    return WebhookReceiver(
+    receiver = WebhookReceiver(
         _warehouse(database_url),
         os.environ.get(SECRET_ENV, ""),
         billcom_security_key=os.environ.get(BILLCOM_KEY_ENV) or None,
     )
+    from agentcollect_pipeline.webhooks.outreach import outreach_from_environment
+
+    receiver.outreach = outreach_from_environment(_warehouse(database_url))
+    return receiver
 
 
 async def _read_body(receive: Callable[..., Any], limit: int) -> bytes | None:

@@ -232,3 +232,15 @@ async def _respond(send, status: int, body: bytes, content_type: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def outreach_from_environment(warehouse: Warehouse) -> OutreachWebhooks:
+    """Without TWILIO_AUTH_TOKEN / SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY the matching routes refuse everything."""
+    import os
+
+    return OutreachWebhooks(
+        warehouse,
+        twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
+        sendgrid_public_key=os.environ.get("SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY") or None,
+        public_base_url=os.environ.get("AGENTCOLLECT_PUBLIC_BASE_URL") or "http://127.0.0.1:8090",
+    )
