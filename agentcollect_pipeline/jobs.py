@@ -8,8 +8,10 @@ COLLECTION_GROUPS = ["ar_source", "collections", "payments"]
 
 collection_cycle = dg.define_asset_job(
     name="collection_cycle",
-    selection=dg.AssetSelection.groups(*COLLECTION_GROUPS),
-    description="Sync the AR source and run the collection rules. Runs every 4 hours and from the UI.",
+    # The cycle also plans outreach; sending is send_due_outreach's job, every 15 minutes, so that a step
+    # due at night waits for the debtor's morning instead of for the next 4-hour tick.
+    selection=dg.AssetSelection.groups(*COLLECTION_GROUPS) | dg.AssetSelection.assets("outreach_plan"),
+    description="Sync the AR source, run the collection rules and plan outreach. Runs every 4 hours and from the UI.",
     # One process per run: every Bill.com call of the run shares one session and one 3-in-flight
     # semaphore; the `billcom` pool keeps concurrent runs within the same limit.
     executor_def=dg.in_process_executor,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from agentcollect_pipeline.clients.billcom import BillComClient, InMemorySessionStore, RetryPolicy
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
@@ -102,3 +104,28 @@ def ar_settings() -> ARSyncSettings:
 
 def postgres_admin_url() -> str:
     return os.environ.get("AGENTCOLLECT_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL, dropped afterwards. CI must have one: skipped only when
+    CI is unset and none answers, and the skip says so."""
+    admin_url = sa.make_url(postgres_admin_url())
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})")
+    name = f"agentcollect_test_{uuid.uuid4().hex[:12]}"
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'create database "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+        engine.dispose()

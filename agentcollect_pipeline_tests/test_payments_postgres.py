@@ -5,13 +5,10 @@ identity columns, concurrent claims), so the exactly-once path is run here end t
 Skipped only when CI is unset and no PostgreSQL answers, and it says so.
 """
 
-import os
-import uuid
 from decimal import Decimal
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from agentcollect_pipeline.payments import billcom_events
 from agentcollect_pipeline.payments.assets import billcom_invoice_events_sensor
@@ -21,35 +18,11 @@ from agentcollect_pipeline.resources import PaymentSettings, WarehouseResource
 from agentcollect_pipeline.sandboxes.server import serve_in_thread
 from agentcollect_pipeline.warehouse.payments_schema import billcom_webhook_events, payment_events
 from agentcollect_pipeline.webhooks.app import WebhookReceiver
-from agentcollect_pipeline_tests.conftest import postgres_admin_url
 from agentcollect_pipeline_tests.test_payments import SECRET, Lane, _due, _event, _invoice, _notes, _rerun
 
 pytestmark = pytest.mark.postgres
 
 BILL_KEY = "bill-key-test-only"
-
-
-@pytest.fixture
-def postgres_url():
-    admin_url = sa.make_url(postgres_admin_url())
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})")
-    name = f"agentcollect_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
-        engine.dispose()
 
 
 @pytest.fixture

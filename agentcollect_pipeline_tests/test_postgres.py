@@ -5,9 +5,6 @@ CI must run this: it is skipped only when CI is unset and no PostgreSQL answers,
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import dagster as dg
 import pytest
 import sqlalchemy as sa
@@ -18,32 +15,8 @@ from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.resources import AlertWebhookResource, ARSyncSettings, WarehouseResource
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import schema
-from agentcollect_pipeline_tests.conftest import postgres_admin_url
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def postgres_url():
-    admin_url = sa.make_url(postgres_admin_url())
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except sa.exc.OperationalError as exc:
-        engine.dispose()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no PostgreSQL reachable at {admin_url.render_as_string(hide_password=True)} ({exc.orig})")
-    name = f"agentcollect_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
-    try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
-        engine.dispose()
 
 
 def test_sync_and_rules_on_postgres_instance_and_warehouse(billcom, postgres_url):

@@ -168,7 +168,9 @@ paid_invoices_check = dg.define_asset_job(
     ),
     # One process per run, like collection_cycle: every Bill.com call shares one session and semaphore.
     executor_def=dg.in_process_executor,
-    tags=TAGS,
+    # Same lane as collection_cycle: both rewrite invoice_eligibility and collection_cases, and the lane's
+    # run limit of 1 (deploy/dagster.yaml) keeps them from interleaving those read-then-write steps.
+    tags={"agentcollect/lane": "collection"},
     description="Quick check for invoices paid in Bill.com: incremental sync of invoices and received payments, "
     "eligibility and cases re-evaluated, one note per newly paid invoice. Requested by two sensors.",
 )
