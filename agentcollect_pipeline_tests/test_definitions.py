@@ -31,6 +31,7 @@ def test_the_one_definitions_object_is_loadable_and_complete():
         "payments_posted",
         "invoices_paid_in_billcom",
         "fee_ledger",
+        "customer_status_notes",
         "outreach_plan",
         "outreach_attempts",
     }
@@ -101,7 +102,7 @@ def test_collection_cycle_runs_from_environment_variables(billcom, tmp_path, mon
     assert materialized == {
         "billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments",
         "invoice_eligibility", "collection_cases", "ar_aging", "invoices_paid_in_billcom", "fee_ledger",
-        "outreach_plan",
+        "customer_status_notes", "outreach_plan",
     }
     assert all(c.passed for c in result.get_asset_check_evaluations())
 

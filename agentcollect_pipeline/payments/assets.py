@@ -20,7 +20,7 @@ from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.assets.metadata import definition_metadata, preview
 from agentcollect_pipeline.clients.billcom import BillComNotFoundError
 from agentcollect_pipeline.money import from_minor_units
-from agentcollect_pipeline.payments import billcom_events, fees, paid_in_billcom
+from agentcollect_pipeline.payments import billcom_events, fees, paid_in_billcom, status_notes
 from agentcollect_pipeline.payments.posting import PaymentPoster
 from agentcollect_pipeline.resources import (
     ARSyncSettings,
@@ -157,7 +157,54 @@ def fee_ledger(
     )
 
 
-PAYMENTS_ASSETS = [payments_posted, invoices_paid_in_billcom, fee_ledger]
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"billcom", "sql"},
+    pool="billcom",
+    deps=["collection_cases", "billcom_customer_contacts"],
+    metadata=definition_metadata(ps.customer_notes),
+)
+def customer_status_notes(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    billcom: BillComResource,
+    ar_settings: ARSyncSettings,
+    payment_settings: PaymentSettings,
+) -> dg.MaterializeResult:
+    """Private notes on the Bill.com customer for disputes, promises to pay, opt-outs and contacts found
+    wrong — one per fact, dated, addresses masked — so finance sees in Bill.com why collection changed.
+    Payment notes are written by post_payment and invoices_paid_in_billcom; all share `customer_notes`."""
+    store = warehouse.get_warehouse()
+    pending = status_notes.unwritten(store, status_notes.note_facts(store, ar_settings.org_timezone))
+    written, failed = [], []
+    if pending:
+        poster = PaymentPoster(store, billcom.get_source(ar_settings), policy=payment_settings.policy())
+        written, failed = status_notes.write_notes(pending, poster.write_note)
+    by_kind: dict[str, int] = {}
+    for fact in written:
+        kind = fact.fact_key.split(":", 1)[0]
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(store.count(ps.customer_notes)),
+        "dagster/table_name": ps.customer_notes.name,
+        "notes_written": dg.MetadataValue.int(len(written)),
+        "notes_written_by_fact": dg.MetadataValue.json(by_kind),
+        "notes_failed": dg.MetadataValue.int(len(failed)),
+    }
+    if failed:
+        # Written notes stay written; the next cycle retries the rest. Fail so someone sees it.
+        raise dg.Failure(
+            description=f"{len(failed)} customer status note(s) failed; retried next cycle",
+            metadata={**metadata, "failures": dg.MetadataValue.json([
+                {"fact": fact.fact_key, "error": why} for fact, why in failed[:20]
+            ])},
+        )
+    context.log.info("customer_status_notes: %d written", len(written))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+PAYMENTS_ASSETS = [payments_posted, invoices_paid_in_billcom, fee_ledger, customer_status_notes]
 
 
 paid_invoices_check = dg.define_asset_job(
