@@ -15,19 +15,26 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("service", choices=["billcom", "twilio", "sendgrid"])
     sandbox.add_argument("args", nargs=argparse.REMAINDER, help="service options, e.g. --port 8081 --seed 7")
 
-    demo = commands.add_parser("demo", help="run collection_cycle once on the sandboxes and SQLite")
+    demo = commands.add_parser(
+        "demo", help="sandboxes + SQLite: collection_cycle, a first outreach wave, one payment posted to Bill.com"
+    )
     demo.add_argument("--invoices", type=int, default=3000)
     demo.add_argument("--customers", type=int, default=600)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
 
-    ui = commands.add_parser("ui", help="open the Dagster UI with a Bill.com sandbox to sync from")
+    ui = commands.add_parser(
+        "ui", help="the Dagster UI and daemon with the Bill.com/Twilio/SendGrid sandboxes and the webhook receiver"
+    )
     ui.add_argument("--invoices", type=int, default=3000)
     ui.add_argument("--customers", type=int, default=600)
     ui.add_argument("--seed", type=int, default=7)
     ui.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
     ui.add_argument("--port", type=int, default=3000)
-    ui.add_argument("--sandbox-port", type=int, default=8081)
+    ui.add_argument("--sandbox-port", type=int, default=8081, help="Bill.com sandbox")
+    ui.add_argument("--twilio-port", type=int, default=8082)
+    ui.add_argument("--sendgrid-port", type=int, default=8083)
+    ui.add_argument("--webhooks-port", type=int, default=8090, help="webhook receiver (POST /webhooks/payments)")
 
     payments = commands.add_parser("payments", help="payment events: import bank files, review what needs a person")
     payment_commands = payments.add_subparsers(dest="payments_command", required=True)
@@ -91,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             home=args.dagster_home,
             port=args.port,
             sandbox_port=args.sandbox_port,
+            twilio_port=args.twilio_port,
+            sendgrid_port=args.sendgrid_port,
+            webhooks_port=args.webhooks_port,
         )
     parser.error(f"unknown command {args.command}")
     return 2

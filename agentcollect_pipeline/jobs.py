@@ -8,9 +8,11 @@ COLLECTION_GROUPS = ["ar_source", "collections", "payments"]
 
 collection_cycle = dg.define_asset_job(
     name="collection_cycle",
-    # The cycle also plans outreach; sending is send_due_outreach's job, every 15 minutes, so that a step
-    # due at night waits for the debtor's morning instead of for the next 4-hour tick.
-    selection=dg.AssetSelection.groups(*COLLECTION_GROUPS) | dg.AssetSelection.assets("outreach_plan"),
+    # The cycle also plans outreach (the root of the outreach group, outreach_plan); sending is
+    # send_due_outreach's job, every 15 minutes, so a step due at night waits for the debtor's morning
+    # instead of for the next 4-hour tick. A group selection, unlike a key, tolerates a code location
+    # (or a test) that leaves outreach out.
+    selection=dg.AssetSelection.groups(*COLLECTION_GROUPS) | dg.AssetSelection.groups("outreach").roots(),
     description="Sync the AR source, run the collection rules and plan outreach. Runs every 4 hours and from the UI.",
     # One process per run: every Bill.com call of the run shares one session and one 3-in-flight
     # semaphore; the `billcom` pool keeps concurrent runs within the same limit.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from datetime import UTC, datetime
@@ -138,7 +139,7 @@ class _WebhookReceiver:
 
 def test_failed_run_is_posted_to_the_alert_webhook(billcom, tmp_path, monkeypatch):
     receiver = _WebhookReceiver()
-    with serve_in_thread(receiver) as server:
+    with contextlib.ExitStack() as stack, serve_in_thread(receiver) as server:
         monkeypatch.setenv("BILLCOM_BASE_URL", billcom.base_url)
         monkeypatch.setenv("BILLCOM_USERNAME", "someone-else")
         monkeypatch.setenv("BILLCOM_PASSWORD", "not-the-password")
@@ -147,7 +148,7 @@ def test_failed_run_is_posted_to_the_alert_webhook(billcom, tmp_path, monkeypatc
         monkeypatch.setenv("AGENTCOLLECT_DATABASE_URL", f"sqlite:///{tmp_path / 'alert.sqlite'}")
         monkeypatch.setenv("AGENTCOLLECT_ALERT_WEBHOOK_URL", f"{server.url}/hooks/alerts")
         defs = definitions.build_definitions()
-        instance = dg.DagsterInstance.ephemeral()
+        instance = stack.enter_context(dg.instance_for_test())
         result = defs.resolve_job_def("collection_cycle").execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
         sensor = defs.resolve_sensor_def("run_failure_alert")
@@ -175,8 +176,7 @@ def test_a_failed_non_blocking_check_in_a_successful_run_is_alerted():
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN)
 
     receiver = _WebhookReceiver()
-    with serve_in_thread(receiver) as server:
-        instance = dg.DagsterInstance.ephemeral()
+    with serve_in_thread(receiver) as server, dg.instance_for_test() as instance:
         result = dg.materialize([ledger_total, ledger_total_reconciles], instance=instance)
         assert result.success
         alerts = AlertWebhookResource(url=f"{server.url}/hooks/alerts")

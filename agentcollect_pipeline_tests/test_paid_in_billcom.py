@@ -235,3 +235,20 @@ def test_receiver_without_a_billcom_key_refuses_every_notification(warehouse_res
         assert warehouse_resource.get_warehouse().count(billcom_webhook_events) == 0
     finally:
         receiver.stop()
+
+
+def test_a_notification_for_another_organisation_is_ignored(warehouse_resource):
+    receiver = serve_in_thread(WebhookReceiver(
+        warehouse_resource.get_warehouse(), "payments-secret", billcom_security_key=SECURITY_KEY,
+        billcom_org_id="00801OURORG0000000001",
+    ))
+    try:
+        invoice = {"id": "00e01OTHER", "customerId": "0cu01OTHER", "invoiceNumber": "X-1", "updatedTime": "2026-11-20T00:00:00.000+0000"}
+        body = _notification("evt-other-org", invoice)  # signed with our key, but names another org
+        response = httpx.post(f"{receiver.url}/webhooks/billcom", content=body,
+                              headers={billcom_events.SIGNATURE_HEADER: billcom_events.sign(SECURITY_KEY, body)},
+                              timeout=10)
+        assert response.status_code == 200 and response.json()["status"] == "ignored"
+        assert warehouse_resource.get_warehouse().count(billcom_webhook_events) == 0
+    finally:
+        receiver.stop()

@@ -36,6 +36,7 @@ class Notification:
     event_id: str
     event_type: str
     invoice_id: str | None  # None for event types that name no invoice (ignored)
+    organization_id: str | None = None
 
 
 def sign(security_key: str, body: bytes) -> str:
@@ -77,7 +78,13 @@ def parse_notification(body: bytes) -> Notification:
         invoice_id = invoice.get("id") if isinstance(invoice, dict) else None
         if not isinstance(invoice_id, str) or not invoice_id.strip() or len(invoice_id) > MAX_ID_LENGTH:
             raise NotificationInvalid(f"{event_type} without invoice.id")
-    return Notification(event_id.strip(), event_type, invoice_id.strip() if invoice_id else None)
+    organization_id = metadata.get("organizationId")
+    return Notification(
+        event_id.strip(),
+        event_type,
+        invoice_id.strip() if invoice_id else None,
+        organization_id.strip() if isinstance(organization_id, str) and organization_id.strip() else None,
+    )
 
 
 def store_notification(

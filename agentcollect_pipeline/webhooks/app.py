@@ -48,6 +48,7 @@ class WebhookReceiver:
         secret: str,
         *,
         billcom_security_key: str | None = None,
+        billcom_org_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
         if not secret:
@@ -56,6 +57,8 @@ class WebhookReceiver:
         self._secret = secret
         # Optional: without it /webhooks/billcom refuses every request (nothing unsigned is ever stored).
         self._billcom_key = billcom_security_key or None
+        # Notifications are org-specific; one signed for another org we sync (a shared key) is not ours.
+        self._billcom_org_id = billcom_org_id or None
         self._clock = clock
 
     def __repr__(self) -> str:  # never the secret
@@ -122,6 +125,10 @@ class WebhookReceiver:
         if notification.invoice_id is None:
             await _respond(send, 200, {"status": "ignored", "event_id": notification.event_id})
             return
+        if self._billcom_org_id and notification.organization_id not in (None, self._billcom_org_id):
+            log.warning("Bill.com notification %s is for another organisation; ignored", notification.event_id)
+            await _respond(send, 200, {"status": "ignored", "event_id": notification.event_id})
+            return
         sequence = billcom_events.store_notification(self._warehouse, notification, body.decode("utf-8", "replace"))
         status = "duplicate" if sequence is None else "stored"
         await _respond(send, 200, {"status": status, "event_id": notification.event_id, "sequence": sequence})
@@ -134,6 +141,7 @@ def receiver_from_environment(database_url: str) -> WebhookReceiver:
         _warehouse(database_url),
         os.environ.get(SECRET_ENV, ""),
         billcom_security_key=os.environ.get(BILLCOM_KEY_ENV) or None,
+        billcom_org_id=os.environ.get("BILLCOM_ORG_ID") or None,
     )
     from agentcollect_pipeline.webhooks.outreach import outreach_from_environment
 

@@ -24,7 +24,9 @@ from agentcollect_pipeline.warehouse.store import Warehouse
 log = logging.getLogger(__name__)
 
 PREFIXES = ("/webhooks/twilio/", "/webhooks/sendgrid/")
-MAX_BODY = 256 * 1024
+# SendGrid batches events into one POST of undocumented size (hundreds of events after a wave);
+# a cap keeps a hostile body from exhausting memory without refusing a real batch.
+MAX_BODY = 8 * 1024 * 1024
 # Twilio's default keywords plus the FCC's "revoke"/"opt out"; matched on the whole body, any case.
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT"}
 # Looser phrasing a reasonable person reads as revocation (FCC 2024): ours to catch, Twilio will not.
