@@ -11,7 +11,7 @@ from agentcollect_pipeline.payments import fees
 from agentcollect_pipeline.payments.assets import fee_ledger
 from agentcollect_pipeline.payments.posting import posting_key
 from agentcollect_pipeline.resources import ARSyncSettings, PaymentSettings
-from agentcollect_pipeline.warehouse import collections_schema as cs
+from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.payments_schema import fee_ledger as fee_table
 from agentcollect_pipeline.warehouse.payments_schema import payment_events, payments_posted
@@ -68,7 +68,8 @@ def book(warehouse_resource):
 
 
 def populate(warehouse):
-    """A small book: one USD case for C1 (Oct 1 - Oct 20), payments around it, one posted by us, not synced."""
+    """A small book: outreach to C1 about its USD invoices (Oct 1 - Oct 20), payments around it, one posted by
+    us and not synced yet."""
     opened, last_seen = datetime(2026, 10, 1, 12, tzinfo=UTC), datetime(2026, 10, 20, 12, tzinfo=UTC)
     invoices = [
         _invoice("a", "C1", date(2026, 9, 1)),
@@ -91,8 +92,18 @@ def populate(warehouse):
         warehouse.upsert(conn, schema.billcom_invoices, invoices)
         warehouse.upsert(conn, schema.billcom_received_payments, [p for p, _ in payments])
         warehouse.upsert(conn, schema.billcom_received_payment_lines, [line for _, rows in payments for line in rows])
-        conn.execute(cs.cases.insert(), [{"case_id": "case-1", "customer_id": "C1", "currency": "USD", "status": "closed",
-                                          "opened_at": opened, "closed_at": last_seen, "last_seen_at": last_seen}])
+        # Our outreach about C1's overdue USD invoices: first contact Oct 1, last Oct 20 (d is CAD: never named).
+        contact = {"case_id": "case-1", "customer_id": "C1", "currency": "USD", "channel": "email",
+                   "destination": "ap@c1.example", "invoice_ids": "a,b,e,f,g", "total_due_cents": 1, "consumer": False}
+        conn.execute(os_.outreach_attempts.insert(), [
+            {**contact, "attempt_id": "att-1", "step": "reminder", "status": "delivered", "reserved_at": opened,
+             "sent_at": opened, "updated_at": opened},
+            {**contact, "attempt_id": "att-2", "step": "firm", "status": "unconfirmed", "reserved_at": last_seen,
+             "sent_at": None, "updated_at": last_seen},
+            # Reached nobody: earns nothing, even though it is later than the others.
+            {**contact, "attempt_id": "att-3", "step": "final", "status": "rejected", "reserved_at": NOW,
+             "sent_at": None, "updated_at": NOW},
+        ])
         # A payment we posted minutes ago, not synced back yet: it counts at once, from our ledger.
         sequence = conn.execute(payment_events.insert().values(
             source="webhook", event_id="evt_1", received_at=NOW, occurred_at=datetime(2026, 10, 7, 9, tzinfo=UTC),
@@ -106,7 +117,7 @@ def populate(warehouse):
     return warehouse
 
 
-def test_only_overdue_payments_within_a_case_and_its_window_are_attributed(book):
+def test_only_overdue_payments_after_our_outreach_and_within_its_window_are_attributed(book):
     rule = fees.FeeRule(percent=Decimal("10"), window_days=30, timezone="UTC")
     rows = fees.compute(book, rule, NOW)
     assert [(r["invoice_id"], r["amount_cents"], r["fee_cents"], r["source"]) for r in rows] == [
@@ -139,7 +150,7 @@ def test_fee_ledger_asset_rewrites_its_table(book, warehouse_resource):
         result = dg.materialize([fee_ledger], resources=resources)
         assert result.success
     metadata = result.asset_materializations_for_node("fee_ledger")[0].metadata
-    # window 0: only payments up to the case's last active day (Oct 20) count
+    # window 0: only payments up to the last outreach day (Oct 20) count
     assert metadata["dagster/row_count"].value == 2
     assert metadata["fee"].value == {"USD": "87.51"}  # 40005 x 12.5% = 5000.625 -> 5001; 30001 -> 3750.125 -> 3750
     assert metadata["collected_attributed"].value == {"USD": "700.06"}

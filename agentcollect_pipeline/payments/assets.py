@@ -119,7 +119,7 @@ def invoices_paid_in_billcom(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"sql"},
-    deps=["payments_posted", "billcom_received_payments", "billcom_invoices", "collection_cases"],
+    deps=["payments_posted", "billcom_received_payments", "billcom_invoices", "outreach_attempts"],
     metadata=definition_metadata(ps.fee_ledger),
 )
 def fee_ledger(
@@ -130,9 +130,9 @@ def fee_ledger(
 ) -> dg.MaterializeResult:
     """Success-only fee: one row per payment line attributed to our collection, with the fee in minor units.
 
-    Attributed = the invoice was overdue when paid and a collection case for its customer and currency
-    covers the payment date (opened on or before it, last active at most `fee_attribution_window_days`
-    before it). fee = amount x `fee_percent` / 100 in Decimal, rounded half-even per line to the minor unit.
+    Attributed = the invoice was overdue when paid and our outreach named it before the payment: the payment
+    date lies between the first contact about the invoice and `fee_attribution_window_days` after the last.
+    fee = amount x `fee_percent` / 100 in Decimal, rounded half-even per line to the minor unit.
     """
     rule = fees.FeeRule(
         percent=fees.parse_percent(payment_settings.fee_percent),

@@ -4,12 +4,10 @@ Rule (README "Fee ledger"): a payment line — money Bill.com shows applied to a
 posted that the sync has not brought back yet — is attributed to AgentCollect when
 
 1. the invoice was overdue on the payment date (due date before it), and
-2. a collection case for the invoice's customer and currency covers the payment date: opened on or
-   before it, and last active (`cases.last_seen_at`) no more than `window_days` before it.
-
-The case stands in for "our outreach" until outreach attempts are recorded: a case is open exactly while
-its invoices are eligible to be chased, and `last_seen_at` is the last cycle that chased them. When the
-outreach lane lands, the case's dates are replaced by the invoice's first and last outreach attempt.
+2. our outreach named that invoice before the payment: the payment date lies between the first contact
+   about it and `window_days` after the last one. A contact is an outreach attempt that reached, or may
+   have reached, the debtor (sent, delivered, opened, a call placed, or unconfirmed — which we count as
+   sent); rejected, cancelled, failed, bounced and undelivered attempts reached nobody and earn nothing.
 
 Money: integer minor units plus currency, never float. fee = amount x percent / 100, computed in Decimal
 and rounded once per line, half-even (banker's rounding: exact halves go to the even minor unit, so
@@ -28,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from agentcollect_pipeline.warehouse import collections_schema as cs
+from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.payments_schema import fee_ledger, payment_events, payments_posted
 from agentcollect_pipeline.warehouse.store import Warehouse
@@ -54,7 +52,7 @@ def fee_cents(amount_cents: int, percent: Decimal) -> int:
 class FeeRule:
     percent: Decimal
     window_days: int
-    timezone: str  # the organisation's: case timestamps become calendar days there, like payment dates
+    timezone: str  # the organisation's: contact timestamps become calendar days there, like payment dates
 
 
 def _payment_lines(warehouse: Warehouse) -> list[dict[str, Any]]:
@@ -110,54 +108,63 @@ def _payment_lines(warehouse: Warehouse) -> list[dict[str, Any]]:
     return rows
 
 
-def _cases(warehouse: Warehouse, zone: ZoneInfo) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+CONTACT_STATUSES = ("sent", "delivered", "opened", "completed", "no-answer", "busy", "unconfirmed")
+
+
+def _contact_windows(warehouse: Warehouse, zone: ZoneInfo) -> dict[str, dict[str, Any]]:
+    """invoice id -> {case_id, first_on, last_on}: the calendar days (org timezone) of the first and the last
+    outreach attempt that named the invoice and may have reached the debtor."""
+    attempts = os_.outreach_attempts
+    windows: dict[str, dict[str, Any]] = {}
     with warehouse.engine.connect() as conn:
-        for r in conn.execute(sa.select(cs.cases).order_by(cs.cases.c.opened_at, cs.cases.c.case_id)):
-            by_key[(r.customer_id, r.currency)].append(
-                {
-                    "case_id": r.case_id,
-                    "opened_on": r.opened_at.astimezone(zone).date(),
-                    "last_active_on": r.last_seen_at.astimezone(zone).date(),
-                }
-            )
-    return by_key
+        rows = conn.execute(
+            sa.select(attempts.c.case_id, attempts.c.invoice_ids, attempts.c.sent_at, attempts.c.reserved_at)
+            .where(attempts.c.status.in_(CONTACT_STATUSES))
+            .order_by(attempts.c.reserved_at, attempts.c.attempt_id)
+        )
+        for case_id, invoice_ids, sent_at, reserved_at in rows:
+            day = (sent_at or reserved_at).astimezone(zone).date()
+            for invoice_id in filter(None, (i.strip() for i in invoice_ids.split(","))):
+                window = windows.setdefault(invoice_id, {"case_id": case_id, "first_on": day, "last_on": day})
+                window["first_on"] = min(window["first_on"], day)
+                window["last_on"] = max(window["last_on"], day)
+    return windows
 
 
 def compute(warehouse: Warehouse, rule: FeeRule, now: datetime) -> list[dict[str, Any]]:
     """The fee_ledger rows: attributed payment lines only, oldest payment first."""
     zone = ZoneInfo(rule.timezone)
     window = timedelta(days=rule.window_days)
-    cases = _cases(warehouse, zone)
+    contacts = _contact_windows(warehouse, zone)
     ledger = []
     for line in _payment_lines(warehouse):
         paid_on: date = line["paid_on"]
         due: date | None = line["due_date"]
-        if due is None or due >= paid_on or line["customer_id"] is None:
+        contact = contacts.get(line["invoice_id"])
+        if due is None or due >= paid_on or line["customer_id"] is None or contact is None:
             continue
-        for case in cases.get((line["customer_id"], line["currency"]), []):
-            until = case["last_active_on"] + window
-            if case["opened_on"] <= paid_on <= until:
-                ledger.append(
-                    {
-                        "line_key": line["line_key"],
-                        "received_payment_id": line["received_payment_id"],
-                        "invoice_id": line["invoice_id"],
-                        "invoice_number": line["invoice_number"],
-                        "customer_id": line["customer_id"],
-                        "currency": line["currency"],
-                        "paid_on": paid_on,
-                        "amount_cents": int(line["amount_cents"]),
-                        "fee_percent": format(rule.percent, "f"),
-                        "fee_cents": fee_cents(line["amount_cents"], rule.percent),
-                        "case_id": case["case_id"],
-                        "attributed_from": case["opened_on"],
-                        "attributed_until": until,
-                        "source": line["source"],
-                        "computed_at": now,
-                    }
-                )
-                break  # the earliest case covering the payment takes it: a line is billed once
+        until = contact["last_on"] + window
+        if not contact["first_on"] <= paid_on <= until:
+            continue
+        ledger.append(
+            {
+                "line_key": line["line_key"],
+                "received_payment_id": line["received_payment_id"],
+                "invoice_id": line["invoice_id"],
+                "invoice_number": line["invoice_number"],
+                "customer_id": line["customer_id"],
+                "currency": line["currency"],
+                "paid_on": paid_on,
+                "amount_cents": int(line["amount_cents"]),
+                "fee_percent": format(rule.percent, "f"),
+                "fee_cents": fee_cents(line["amount_cents"], rule.percent),
+                "case_id": contact["case_id"],
+                "attributed_from": contact["first_on"],
+                "attributed_until": until,
+                "source": line["source"],
+                "computed_at": now,
+            }
+        )
     return sorted(ledger, key=lambda r: (r["paid_on"], r["line_key"]))
 
 
