@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui bench-sync bench-rules bench-payments lint clean
+.PHONY: demo test ui bench-sync bench-rules bench-payments bench-replies lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench-rules: $(STAMP)
 # Needs a PostgreSQL: AGENTCOLLECT_TEST_POSTGRES_URL (default postgresql+psycopg2://postgres@127.0.0.1:5432/postgres).
 bench-payments: $(STAMP)
 	$(BIN)/python benchmarks/bench_payments.py
+
+# Reply classification (issue 7) on the frozen evaluation set; LLM figures too when AGENTCOLLECT_LLM_* are set.
+bench-replies: $(STAMP)
+	$(BIN)/python benchmarks/bench_replies.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sandbox = commands.add_parser("sandbox", help="run a local sandbox of an outside service")
-    sandbox.add_argument("service", choices=["billcom", "twilio", "sendgrid"])
+    sandbox.add_argument("service", choices=["billcom", "twilio", "sendgrid", "llm"])
     sandbox.add_argument("args", nargs=argparse.REMAINDER, help="service options, e.g. --port 8081 --seed 7")
 
     demo = commands.add_parser(
@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             from agentcollect_pipeline.sandboxes.sendgrid.app import main as sendgrid_sandbox
 
             return sendgrid_sandbox(args.args)
+        if args.service == "llm":
+            from agentcollect_pipeline.sandboxes.llm.app import main as llm_sandbox
+
+            return llm_sandbox(args.args)
         from agentcollect_pipeline.sandboxes.billcom.app import main as billcom_sandbox
 
         return billcom_sandbox(args.args)

@@ -1,0 +1,1 @@
+"""The collection agent (issue 7): reply classification (`replies`), drafting with guardrails (`composer`)."""
