@@ -13,6 +13,7 @@ from agentcollect_pipeline.assets.outreach import (
     send_due_outreach,
     send_due_outreach_every_15_minutes,
 )
+from agentcollect_pipeline.assets.replies import customer_replies
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.jobs import collection_cycle
 from agentcollect_pipeline.outreach.config import build_outreach_resources
@@ -72,7 +73,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 def build_definitions() -> dg.Definitions:
     """Everything in the code location. Tests call it after setting the environment they want."""
     return dg.Definitions(
-        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS, *PAYMENTS_ASSETS, *OUTREACH_ASSETS],
+        assets=[*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS, *PAYMENTS_ASSETS, *OUTREACH_ASSETS, customer_replies],
         asset_checks=[*AR_SOURCE_CHECKS, *COLLECTIONS_CHECKS],
         jobs=[collection_cycle, post_payment, paid_invoices_check, send_due_outreach],
         schedules=[collection_cycle_every_4_hours, send_due_outreach_every_15_minutes],

@@ -55,6 +55,7 @@ DEMO_VARIABLES = (
     "AGENTCOLLECT_EMAIL_FROM",
     "AGENTCOLLECT_PUBLIC_BASE_URL",
     "AGENTCOLLECT_PAYMENT_WEBHOOK_SECRET",
+    "AGENTCOLLECT_UNSUBSCRIBE_SECRET",
     "AGENTCOLLECT_OUTREACH_DRY_RUN",
     "AGENTCOLLECT_ALERT_WEBHOOK_URL",
 )
@@ -158,6 +159,7 @@ def services(*, invoices: int, customers: int, seed: int, database_url: str, dag
             "AGENTCOLLECT_EMAIL_FROM": EMAIL_FROM,
             "AGENTCOLLECT_PUBLIC_BASE_URL": urls["webhooks"],
             "AGENTCOLLECT_PAYMENT_WEBHOOK_SECRET": secret,
+            "AGENTCOLLECT_UNSUBSCRIBE_SECRET": "demo-only-" + secrets.token_hex(16),
             "AGENTCOLLECT_OUTREACH_DRY_RUN": "false",
         }
         os.environ.update(environment)

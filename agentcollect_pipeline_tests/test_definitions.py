@@ -35,6 +35,7 @@ def test_the_one_definitions_object_is_loadable_and_complete():
         "customer_status_notes",
         "outreach_plan",
         "outreach_attempts",
+        "customer_replies",
     }
     assert {c.to_user_string() for c in defs.resolve_asset_graph().asset_check_keys} == {
         f"{t}:{t}_invalid_share_within_bound"
@@ -62,9 +63,10 @@ def test_billcom_pool_guards_every_billcom_asset():
         if isinstance(asset, dg.AssetSpec):
             continue
         # The collections assets and fee_ledger make no Bill.com call, so they take no billcom slot.
-        # outreach_plan is pure planning on the warehouse; outreach_attempts re-reads invoices, so it does.
+        # outreach_plan is pure planning on the warehouse and customer_replies reads our own table;
+        # outreach_attempts re-reads invoices, so it does.
         if asset.group_names_by_key[asset.key] != "collections" and asset.key not in (
-            dg.AssetKey("fee_ledger"), dg.AssetKey("outreach_plan")
+            dg.AssetKey("fee_ledger"), dg.AssetKey("outreach_plan"), dg.AssetKey("customer_replies")
         ):
             assert asset.op.pool == "billcom"
 
@@ -103,7 +105,7 @@ def test_collection_cycle_runs_from_environment_variables(billcom, tmp_path, mon
     assert materialized == {
         "billcom_customers", "billcom_customer_contacts", "billcom_invoices", "billcom_received_payments",
         "invoice_eligibility", "collection_cases", "ar_aging", "invoices_paid_in_billcom", "fee_ledger",
-        "customer_status_notes", "outreach_plan",
+        "customer_status_notes", "outreach_plan", "customer_replies",
     }
     assert all(c.passed for c in result.get_asset_check_evaluations())
 

@@ -11,6 +11,7 @@ from agentcollect_pipeline.payments import fees
 from agentcollect_pipeline.payments.assets import fee_ledger
 from agentcollect_pipeline.payments.posting import posting_key
 from agentcollect_pipeline.resources import ARSyncSettings, PaymentSettings
+from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.payments_schema import fee_ledger as fee_table
@@ -92,6 +93,8 @@ def populate(warehouse):
         warehouse.upsert(conn, schema.billcom_invoices, invoices)
         warehouse.upsert(conn, schema.billcom_received_payments, [p for p, _ in payments])
         warehouse.upsert(conn, schema.billcom_received_payment_lines, [line for _, rows in payments for line in rows])
+        conn.execute(cs.cases.insert(), [{"case_id": "case-1", "customer_id": "C1", "currency": "USD", "status": "closed",
+                                          "opened_at": opened, "closed_at": last_seen, "last_seen_at": last_seen}])
         # Our outreach about C1's overdue USD invoices: first contact Oct 1, last Oct 20 (d is CAD: never named).
         contact = {"case_id": "case-1", "customer_id": "C1", "currency": "USD", "channel": "email",
                    "destination": "ap@c1.example", "invoice_ids": "a,b,e,f,g", "total_due_cents": 1, "consumer": False}

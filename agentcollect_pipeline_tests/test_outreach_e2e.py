@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -26,6 +27,7 @@ from agentcollect_pipeline.webhooks.outreach import OutreachWebhooks
 
 AS_OF = "2026-11-26"
 FROM = "+15005550006"
+UNSUBSCRIBE_SECRET = "test-unsubscribe-secret"
 
 
 @pytest.fixture
@@ -41,9 +43,13 @@ def world(billcom, warehouse_resource, ar_settings, tmp_path: Path):
     twilio = TwilioSandbox(clock=SandboxClock(start=_noon_ny_tomorrow()))
     sendgrid = SendGridSandbox(clock=SandboxClock(start=_noon_ny_tomorrow()))
     servers = [serve_in_thread(twilio.app), serve_in_thread(sendgrid.app)]
+    sms_sender = TwilioResource(account_sid=twilio.credentials["account_sid"],
+                                auth_token=twilio.credentials["auth_token"], from_number=FROM,
+                                base_url=servers[0].url, retry_base_delay_s=0.01)
     hooks = OutreachWebhooks(store, twilio_auth_token=twilio.credentials["auth_token"],
                              sendgrid_public_key=sendgrid.event_webhook_public_key, public_base_url="http://x",
-                             clock=lambda: sendgrid.clock.now().timestamp())
+                             clock=lambda: sendgrid.clock.now().timestamp(), unsubscribe_secret=UNSUBSCRIBE_SECRET,
+                             sms_sender=sms_sender)
     hook_server = serve_in_thread(hooks)
     hooks._public = hook_server.url  # Twilio signs the URL it calls: ours, on this port
     servers.append(hook_server)
@@ -58,17 +64,20 @@ def world(billcom, warehouse_resource, ar_settings, tmp_path: Path):
                                               org_name="Acme AR"),
         "sendgrid": SendGridEmailResource(api_key=sendgrid.api_key, base_url=servers[1].url,
                                           from_email="ar@acme.example", reply_to="replies@acme.example",
-                                          retry_base_delay_s=0.01),
+                                          retry_base_delay_s=0.01, messages_per_second=0,
+                                          unsubscribe_secret=UNSUBSCRIBE_SECRET),
         "twilio": TwilioResource(account_sid=twilio.credentials["account_sid"],
                                  auth_token=twilio.credentials["auth_token"], from_number=FROM,
-                                 base_url=servers[0].url, retry_base_delay_s=0.01),
+                                 base_url=servers[0].url, retry_base_delay_s=0.01, messages_per_second=0,
+                                 calls_per_second=0),
     }
     result = dg.materialize(
         [*AR_SOURCE_ASSETS, *COLLECTIONS_ASSETS], resources=resources,
         run_config={"ops": {n: {"config": {"as_of": AS_OF}} for n in ("invoice_eligibility", "collection_cases", "ar_aging")}},
     )
     assert result.success
-    yield dict(store=store, twilio=twilio, sendgrid=sendgrid, resources=resources, hooks=hook_server.url)
+    yield dict(store=store, twilio=twilio, sendgrid=sendgrid, resources=resources, hooks=hook_server.url,
+               hooks_app=hooks)
     for server in servers:
         server.stop()
 
@@ -225,3 +234,25 @@ def test_cli_clears_an_opt_out_recording_who_and_why(tmp_path, monkeypatch):
     assert clearance["cleared_by"].tolist() == ["dana"] and clearance["opt_out_source"].tolist() == ["STOP"]
     assert main(["contacts", "clear-opt-out", "--channel", "sms", "--address", "+12125550100",
                  "--by", "dana", "--why", "again"]) == 1
+
+
+def test_a_texted_reply_is_understood_and_i_paid_pauses_collection(world):
+    """Twilio delivers the debtor's answer (signed) to our receiver: it is classified, matched to the customer
+    by its number, and "I paid" becomes a pause — never a payment."""
+    from agentcollect_pipeline.warehouse.agent_schema import customer_replies
+    from agentcollect_pipeline.warehouse.payments_schema import payments_posted
+
+    store = world["store"]
+    assert _send(world, _noon_ny_tomorrow()).success
+    customers = store.read_frame(schema.billcom_customers).set_index("customer_id")
+    contacted = [c for c in _attempts(store)["customer_id"] if not pd.isna(customers.loc[c, "phone_e164"])]
+    phones = customers["phone_e164"].dropna()
+    customer_id = next(c for c in contacted if (phones == customers.loc[c, "phone_e164"]).sum() == 1)
+    number = customers.loc[customer_id, "phone_e164"]
+
+    world["twilio"].inbound_sms(number, FROM, "Hi, we already paid this last Tuesday by ACH",
+                                url=f"{world['hooks']}/webhooks/twilio/inbound")
+    replies = store.read_frame(customer_replies)
+    assert replies[["intent", "customer_id"]].values.tolist() == [["paid_already", customer_id]]
+    assert store.read_frame(cs.customer_pauses)["customer_id"].tolist() == [customer_id]
+    assert store.count(payments_posted) == 0

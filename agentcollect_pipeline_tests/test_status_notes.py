@@ -1,5 +1,5 @@
-"""customer_status_notes: one dated, masked note on the Bill.com customer per dispute, promise, opt-out and
-wrong contact — written through the real client to the Bill.com sandbox, and never twice."""
+"""customer_status_notes: one dated, masked note on the Bill.com customer per dispute, promise, pause,
+opt-out and wrong contact — written through the real client to the Bill.com sandbox, and never twice."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ def test_each_fact_gets_one_masked_note_on_its_customer(billcom, warehouse_resou
             "promised_date": date(2026, 12, 5), "amount_cents": 125_000, "currency": "USD", "status": "pending",
             "created_at": NOW,
         }])
+        conn.execute(sa.insert(cs.customer_pauses), [{
+            "pause_id": "pau-1", "customer_id": with_phone["customer_id"], "paused_until": date(2026, 11, 27),
+            "reason": "debtor says already paid: reconcile before chasing", "created_at": NOW,
+        }])
         conn.execute(sa.insert(cs.opt_outs), [{
             "opt_out_id": "opt-1", "channel": "email", "address": with_email["email"].upper(),
             "opted_out_at": NOW, "source": "unsubscribe link",
@@ -64,7 +68,9 @@ def test_each_fact_gets_one_masked_note_on_its_customer(billcom, warehouse_resou
     result = dg.materialize([customer_status_notes], resources=resources)
     assert result.success
     meta = result.asset_materializations_for_node("customer_status_notes")[0].metadata
-    assert meta["notes_written_by_fact"].value == {"dispute": 1, "promise": 1, "opt_out": 1, "invalid_contact": 1}
+    assert meta["notes_written_by_fact"].value == {
+        "dispute": 1, "promise": 1, "pause": 1, "opt_out": 1, "invalid_contact": 1,
+    }
 
     notes = _notes_by_customer(billcom)
     email_notes = " ".join(notes[with_email["customer_id"]])
@@ -74,6 +80,7 @@ def test_each_fact_gets_one_masked_note_on_its_customer(billcom, warehouse_resou
     phone_notes = " ".join(notes[with_phone["customer_id"]])
     assert f"invoice {invoice['invoice_number']} disputed on 2026-11-20 (goods damaged)" in phone_notes
     assert "sms contact" in phone_notes and with_phone["phone_e164"] not in phone_notes
+    assert "collection paused until 2026-11-27 on 2026-11-20 (debtor says already paid" in phone_notes
 
     # Every later cycle finds the facts already noted: nothing is written twice.
     before = len(billcom.sandbox.entities("Message"))

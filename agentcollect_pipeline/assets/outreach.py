@@ -13,24 +13,27 @@ import sqlalchemy as sa
 from agentcollect_pipeline.assets.collections import collection_cases
 from agentcollect_pipeline.assets.metadata import preview
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
-from agentcollect_pipeline.outreach import ledger
+from agentcollect_pipeline.outreach import leases, ledger
 from agentcollect_pipeline.outreach.channels import (
     TWILIO_INVALID,
     TWILIO_OPTED_OUT,
     OutreachSettings,
     SendGridEmailResource,
     SendResult,
+    Throttle,
     TwilioResource,
 )
-from agentcollect_pipeline.outreach.templates import InvoiceLine, MessageContext, render
+from agentcollect_pipeline.outreach.templates import InvoiceLine, MessageContext, render, render_voicemail
+from agentcollect_pipeline.outreach.tokens import unsubscribe_token
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
-from agentcollect_pipeline.rules.cadence import contact_points, mask, plan_outreach
+from agentcollect_pipeline.rules.cadence import contact_points, invalid_contact_report, mask, plan_outreach
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 
 GROUP = "outreach"
 OWNERS = ["team:finance-data"]
+LEASE = "send_due_outreach"
 
 
 class OutreachConfig(dg.Config):
@@ -75,13 +78,15 @@ def outreach_plan(
     policy = collection_policy.load().outreach
     store = warehouse.get_warehouse()
     customers = store.read_frame(schema.billcom_customers)
+    contacts = store.read_frame(schema.billcom_customer_contacts)
+    invalid = store.read_frame(os_.invalid_contacts)
     plan = plan_outreach(
         cases=store.read_frame(cs.collection_cases),
         debtors=customers,
-        points=contact_points(customers, store.read_frame(schema.billcom_customer_contacts)),
+        points=contact_points(customers, contacts),
         opt_outs=store.read_frame(cs.opt_outs),
         consents=store.read_frame(os_.contact_consents),
-        invalid=store.read_frame(os_.invalid_contacts),
+        invalid=invalid,
         history=store.read_frame(os_.outreach_attempts),
         now=now,
         policy=policy,
@@ -98,7 +103,21 @@ def outreach_plan(
             conn.execute(os_.outreach_plan.insert(), rows)
     context.log.info("outreach_plan at %s: %d due, %d waiting", now.isoformat(), len(due), len(waiting))
     reasons = waiting["why"].str.split(":").str[0].value_counts().to_dict() if len(waiting) else {}
+    # Contacts that are never used: numbers that do not parse/validate to E.164, malformed or flagged emails,
+    # and addresses a provider reported undeliverable (invalid_contacts). Masked; per customer.
+    bad = invalid_contact_report(customers, contacts, invalid)
+    if len(bad):
+        context.log.warning("outreach_plan: %d invalid contact(s) across %d customer(s), never contacted",
+                            len(bad), bad["customer_id"].nunique())
+    per_customer = {
+        str(cid): {str(ch): int(n) for ch, n in group["kind"].value_counts().items()}
+        for cid, group in bad.groupby("customer_id")
+    } if len(bad) else {}
     return dg.MaterializeResult(metadata={
+        "invalid_contacts": dg.MetadataValue.int(len(bad)),
+        "invalid_contacts_by_customer": dg.MetadataValue.json(per_customer),
+        "preview_invalid_contacts": dg.MetadataValue.md(
+            bad.head(20).to_markdown(index=False) if len(bad) else "none"),
         "dagster/row_count": dg.MetadataValue.int(len(table)),
         "planned_at": dg.MetadataValue.text(now.isoformat()),
         "due": dg.MetadataValue.int(len(due)),
@@ -154,9 +173,30 @@ def outreach_attempts(
     settings = outreach_settings
     policy = collection_policy.load()
     store = warehouse.get_warehouse()
-    dry = settings.dry_run
-    counts = {"sent": 0, "rejected": 0, "unknown": 0, "already_reserved": 0, "dropped_stale": 0, "dry_run": 0}
+    counts = {"sent": 0, "rejected": 0, "unknown": 0, "already_reserved": 0, "dropped_stale": 0, "dry_run": 0,
+              "skipped_no_unsubscribe_secret": 0}
 
+    # One sender at a time, even where the run coordinator would allow two overlapping runs.
+    holder = context.run.run_id
+    ttl = timedelta(seconds=settings.lease_seconds)
+    if leases.acquire(store, LEASE, holder, ttl) is None:
+        other = leases.holder_of(store, LEASE)
+        context.log.warning("send_due_outreach: lease held by run %s; this run sends nothing", other)
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": dg.MetadataValue.int(store.count(os_.outreach_attempts)),
+            "skipped": dg.MetadataValue.text(f"another run ({other}) holds the send_due_outreach lease"),
+            **_callback_metadata(store),
+        })
+    try:
+        return _send_due(context, now, settings, policy, store, billcom, ar_settings, sendgrid, twilio, counts,
+                         holder, ttl)
+    finally:
+        leases.release(store, LEASE, holder)
+
+
+def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendgrid, twilio, counts, holder,
+              ttl) -> dg.MaterializeResult:
+    dry = settings.dry_run
     reconciled = {"found": 0, "unconfirmed": 0}
     if not dry:
         reconciled = ledger.reconcile(store, now, timedelta(seconds=settings.reconcile_after_seconds), twilio)
@@ -170,7 +210,12 @@ def outreach_attempts(
     fresh = _fresh_invoices(billcom, ar_settings, store, wanted, currency_of)
 
     sent_rows = []
+    throttle = Throttle({"sendgrid": sendgrid.messages_per_second, "sms": twilio.messages_per_second,
+                         "voice": twilio.calls_per_second})
     for action in due.to_dict("records"):
+        if not dry and not leases.renew(store, LEASE, holder, ttl):
+            context.log.error("send_due_outreach: lease lost (expired and taken); stopping before the next send")
+            break
         minimum = policy.minimum_amount_cents.get(action["currency"])
         keep = [i for i in action["invoice_ids"].split(",")
                 if _still_collectable(fresh.get(i), disputed, minimum)]
@@ -189,7 +234,8 @@ def outreach_attempts(
         lines = tuple(sorted(lines, key=lambda line: line.due_date or date.max))
 
         if dry:
-            message = render(action["channel"], action["tone"], _context(settings, action, customer, lines, "DRYRUN"))
+            message = render(action["channel"], action["tone"],
+                             _context(settings, action, customer, lines, "DRYRUN", secret=sendgrid.unsubscribe_secret))
             with store.transaction() as conn:
                 store.upsert(conn, os_.outreach_outbox, [{
                     "case_id": action["case_id"], "step": action["step"], "channel": action["channel"],
@@ -198,21 +244,40 @@ def outreach_attempts(
             counts["dry_run"] += 1
             continue
 
+        if action["channel"] == "email" and not sendgrid.unsubscribe_secret:
+            # Every email must carry a working opt-out link; without the key it cannot be signed.
+            counts["skipped_no_unsubscribe_secret"] += 1
+            context.log.error("case %s: email not sent: AGENTCOLLECT_UNSUBSCRIBE_SECRET is not set", action["case_id"])
+            continue
         attempt_id = ledger.reserve(store, action, now, context.run.run_id)
         if attempt_id is None:
             counts["already_reserved"] += 1  # another run or an earlier crash holds this (case, step)
             continue
-        ctx = _context(settings, action, customer, lines, ledger.reference(attempt_id), attempt_id)
+        ctx = _context(settings, action, customer, lines, ledger.reference(attempt_id), attempt_id,
+                       secret=sendgrid.unsubscribe_secret)
         message = render(action["channel"], action["tone"], ctx)
         callback = f"{settings.public_base_url}/webhooks/twilio/status?attempt_id={attempt_id}"
         if action["channel"] == "email":
-            result = sendgrid.send(attempt_id, action["destination"], message.subject or "", message.text, message.html)
+            throttle.wait("sendgrid")
+            result = sendgrid.send(attempt_id, action["destination"], message.subject or "", message.text,
+                                   message.html, unsubscribe_url=ctx.unsubscribe_url)
             provider = "sendgrid"
         elif action["channel"] == "sms":
+            throttle.wait("sms")
             result = twilio.send_sms(action["destination"], message.text, callback)
             provider = "twilio"
         else:
-            result = twilio.place_call(action["destination"], message.text, callback)
+            # The script is fetched when the call is answered: the full one for a person, the voicemail one
+            # for an answering machine (AnsweredBy). Both are stored before the call is placed.
+            voicemail = render_voicemail(action["tone"], ctx)
+            with store.transaction() as conn:
+                store.upsert(conn, os_.call_scripts, [{
+                    "attempt_id": attempt_id, "full_twiml": message.text, "voicemail_twiml": voicemail.text,
+                    "payment_link": ctx.payment_link, "org_name": settings.org_name, "created_at": now,
+                    "served": None}])
+            throttle.wait("voice")
+            result = twilio.place_call(action["destination"], callback,
+                                       url=f"{settings.public_base_url}/webhooks/twilio/voice/{attempt_id}")
             provider = "twilio"
         _record_result(store, attempt_id, action, result, provider, now)
         counts[result.outcome] += 1
@@ -220,30 +285,45 @@ def outreach_attempts(
                           "channel": action["channel"], "destination": mask(action["destination"]),
                           "outcome": result.outcome})
 
-    context.log.info("outreach_attempts: %s; reconciled %s", counts, reconciled)
+    context.log.info("outreach_attempts: %s; reconciled %s; paced %.1fs", counts, reconciled, throttle.waited_s)
     total = store.count(os_.outreach_attempts)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(total),
         "dry_run": dg.MetadataValue.bool(dry),
+        "paced_seconds": dg.MetadataValue.float(round(throttle.waited_s, 3)),
+        **_callback_metadata(store),
         **{f"this_run/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
         **{f"reconciled/{k}": dg.MetadataValue.int(v) for k, v in reconciled.items()},
         "preview": dg.MetadataValue.md(pd.DataFrame(sent_rows).head(10).to_markdown(index=False) if sent_rows else "none"),
     })
 
 
-def _context(settings: OutreachSettings, action: dict, customer, lines, ref: str, attempt_id: str = "dry_run"):
+def _context(settings: OutreachSettings, action: dict, customer, lines, ref: str, attempt_id: str = "dry_run",
+             secret: str = ""):
     name = None
     if customer is not None:
         name = customer.get("company_name") if not _missing(customer.get("company_name")) else customer.get("name")
     link = settings.payment_link_template.format(
         invoice_id=lines[0].invoice_id, customer_id=action["customer_id"], case_id=action["case_id"])
+    token = unsubscribe_token(secret, attempt_id, action["destination"]) if secret else "unsigned"
     unsubscribe = settings.unsubscribe_url_template.format(
-        public_base_url=settings.public_base_url, attempt_id=attempt_id)
+        public_base_url=settings.public_base_url, attempt_id=attempt_id, token=token)
     return MessageContext(
         org_name=settings.org_name, customer_name=str(name or "there"), currency=action["currency"],
         invoices=lines, payment_link=link, unsubscribe_url=unsubscribe, reference=ref,
         gather_url=f"{settings.public_base_url}/webhooks/twilio/gather?attempt_id={attempt_id}",
     )
+
+
+def _callback_metadata(store) -> dict[str, dg.MetadataValue]:
+    """Debtors who pressed 2 on a call and wait for a person to call back (masked numbers)."""
+    requests = store.read_frame(os_.callback_requests, os_.callback_requests.c.status == "open")
+    shown = requests[["case_id", "customer_id", "number", "requested_at"]].head(10).assign(
+        number=lambda f: f["number"].map(mask)) if len(requests) else requests
+    return {
+        "callback_requests_open": dg.MetadataValue.int(len(requests)),
+        "preview_callback_requests": dg.MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "none"),
+    }
 
 
 def _record_result(store, attempt_id: str, action: dict, result: SendResult, provider: str, now: datetime) -> None:

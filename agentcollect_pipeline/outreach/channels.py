@@ -39,6 +39,48 @@ def _backoff(attempt: int, base: float) -> float:
     return min(30.0, base * 2**attempt) * (0.5 + random.random() / 2)  # jitter: concurrent runs spread out
 
 
+class Throttle:
+    """Spaces sends out to at most `rate` per second per key (provider + sender), in the sender loop.
+
+    Twilio queues above a sender's throughput (a US long code: 1 message segment/s) and fails the overflow
+    with 30001; SendGrid answers 429. Pacing ourselves keeps both from happening. Monotonic clock; the
+    sleep is injectable for tests. A rate of 0 or None means unlimited.
+    """
+
+    def __init__(self, rates: dict[str, float | None], *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._interval = {key: (1.0 / rate if rate else 0.0) for key, rate in rates.items()}
+        self._next: dict[str, float] = {}
+        self._clock, self._sleep = clock, sleep
+        self.waited_s = 0.0
+
+    def wait(self, key: str) -> None:
+        interval = self._interval.get(key, 0.0)
+        if not interval:
+            return
+        now = self._clock()
+        slot = max(now, self._next.get(key, now))
+        if slot > now:
+            self._sleep(slot - now)
+            self.waited_s += slot - now
+        self._next[key] = slot + interval
+
+
+def _reset_wait(headers: Any, now: float, cap: float) -> float | None:
+    """Seconds until SendGrid's X-RateLimit-Reset (epoch seconds), or None when absent/unusable."""
+    try:
+        raw = headers.get("X-RateLimit-Reset") if headers is not None else None
+        reset = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    if reset is None:
+        return None
+    wait = reset - now
+    if wait < 0 or wait > cap:  # clocks disagree, or a reset too far away to hold a run for: back off instead
+        return None
+    return wait + 0.05  # the window has turned over when we retry
+
+
 class OutreachSettings(dg.ConfigurableResource):
     """How outreach behaves, apart from the policy file: dry run, links, the public webhook URL."""
 
@@ -50,8 +92,11 @@ class OutreachSettings(dg.ConfigurableResource):
         "payment-link endpoint is not wired yet",
     )
     unsubscribe_url_template: str = Field(
-        default="{public_base_url}/webhooks/sendgrid/unsubscribe?attempt_id={attempt_id}",
-        description="email opt-out link; {public_base_url}, {attempt_id}",
+        default="{public_base_url}/webhooks/sendgrid/unsubscribe?attempt_id={attempt_id}&token={token}",
+        description="email opt-out link; {public_base_url}, {attempt_id}, {token} (HMAC of attempt id + address)",
+    )
+    lease_seconds: float = Field(
+        default=600, gt=0, description="the sender's job lease expires this long after its last renewal",
     )
     public_base_url: str = Field(
         default="http://127.0.0.1:8090", description="public URL of `agentcollect webhooks` (callbacks, links)"
@@ -72,11 +117,33 @@ class SendGridEmailResource(dg.ConfigurableResource):
     timeout_s: float = 10.0
     max_attempts: int = Field(default=4, ge=1)
     retry_base_delay_s: float = 0.5
+    messages_per_second: float | None = Field(
+        default=10.0, ge=0, description="send pace of the sender loop (SendGrid publishes no fixed mail/send "
+        "limit; 429s are waited out until X-RateLimit-Reset); 0 = unpaced")
+    max_reset_wait_s: float = Field(default=60.0, ge=0, description="longest wait for X-RateLimit-Reset on a 429")
+    asm_group_id: int | None = Field(default=None, description="SendGrid unsubscribe group (ASM), optional")
+    unsubscribe_secret: str = Field(
+        default="",
+        description="key of the unsubscribe-link HMAC (secret: bind with EnvVar AGENTCOLLECT_UNSUBSCRIBE_SECRET; "
+        "the webhook receiver needs the same value). Without it no email is sent",
+    )
 
-    def send(self, attempt_id: str, to: str, subject: str, text: str, html: str | None) -> SendResult:
+    def send(self, attempt_id: str, to: str, subject: str, text: str, html: str | None,
+             unsubscribe_url: str | None = None) -> SendResult:
         from python_http_client.exceptions import HTTPError
         from sendgrid import SendGridAPIClient
-        from sendgrid.helpers.mail import CustomArg, From, Mail, Personalization, ReplyTo, To
+        from sendgrid.helpers.mail import (
+            Asm,
+            CustomArg,
+            From,
+            GroupId,
+            GroupsToDisplay,
+            Header,
+            Mail,
+            Personalization,
+            ReplyTo,
+            To,
+        )
 
         client = SendGridAPIClient(api_key=self.api_key, host=self.base_url)
         client.client.timeout = self.timeout_s  # python_http_client has no default timeout
@@ -89,13 +156,22 @@ class SendGridEmailResource(dg.ConfigurableResource):
         message.add_personalization(personalization)
         if self.reply_to:
             message.reply_to = ReplyTo(self.reply_to, self.from_name)
+        if unsubscribe_url:
+            # One-click unsubscribe in mail clients (RFC 8058) goes to the same signed link as the body's.
+            message.header = Header("List-Unsubscribe", f"<{unsubscribe_url}>")
+            message.header = Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        if self.asm_group_id is not None:
+            message.asm = Asm(GroupId(self.asm_group_id), GroupsToDisplay([self.asm_group_id]))
         for attempt in range(self.max_attempts):
             try:
                 response = client.send(message)
             except HTTPError as exc:
                 status = getattr(exc, "status_code", None) or 0
                 if status == 429 and attempt + 1 < self.max_attempts:
-                    time.sleep(_backoff(attempt, self.retry_base_delay_s))
+                    # Not processed: wait until the window resets (X-RateLimit-Reset), not a blind backoff
+                    # that would hit the limit again and again.
+                    wait = _reset_wait(getattr(exc, "headers", None), time.time(), self.max_reset_wait_s)
+                    time.sleep(wait if wait is not None else _backoff(attempt, self.retry_base_delay_s))
                     continue
                 if status == 429 or status >= 500:
                     # 5xx: SendGrid may have queued it; a resend could double-email.
@@ -122,6 +198,10 @@ class TwilioResource(dg.ConfigurableResource):
     max_attempts: int = Field(default=4, ge=1)
     retry_base_delay_s: float = 0.5
     machine_detection: str = Field(default="DetectMessageEnd", description="Enable | DetectMessageEnd")
+    messages_per_second: float | None = Field(
+        default=1.0, ge=0, description="SMS pace per sender number (US long code: 1 segment/s; toll-free 3; "
+        "short code 30; 10DLC per campaign); enforced by the sender loop; 0 = unpaced")
+    calls_per_second: float | None = Field(default=1.0, ge=0, description="call pace (Twilio default: 1 CPS)")
 
     def client(self):
         from twilio.http.http_client import TwilioHttpClient
@@ -159,9 +239,16 @@ class TwilioResource(dg.ConfigurableResource):
         result = self._create(lambda: client.messages.create(**kwargs))
         return result if isinstance(result, SendResult) else SendResult("sent", provider_id=result.sid)
 
-    def place_call(self, to: str, twiml: str, status_callback: str | None) -> SendResult:
+    def place_call(self, to: str, status_callback: str | None, *, url: str | None = None,
+                   twiml: str | None = None) -> SendResult:
+        """A call whose script comes from `url` (our TwiML route: the full script or, on an answering
+        machine, the voicemail script) or, without one, the given TwiML."""
         client = self.client()
-        kwargs = {"to": to, "from_": self.from_number, "twiml": twiml, "machine_detection": self.machine_detection}
+        kwargs = {"to": to, "from_": self.from_number, "machine_detection": self.machine_detection}
+        if url:
+            kwargs.update(url=url, method="POST")
+        else:
+            kwargs["twiml"] = twiml
         if status_callback:
             kwargs.update(status_callback=status_callback, status_callback_method="POST",
                           status_callback_event=["initiated", "ringing", "answered", "completed"])

@@ -20,6 +20,7 @@ def build_outreach_resources() -> dict[str, dg.ConfigurableResource]:
             base_url=env("SENDGRID_BASE_URL"),
             from_email=env("AGENTCOLLECT_EMAIL_FROM"),
             reply_to=env("AGENTCOLLECT_EMAIL_REPLY_TO"),
+            unsubscribe_secret=dg.EnvVar("AGENTCOLLECT_UNSUBSCRIBE_SECRET"),
         ),
         "twilio": TwilioResource(
             account_sid=dg.EnvVar("TWILIO_ACCOUNT_SID"),

@@ -108,13 +108,14 @@ def _email_event(store: Warehouse, attempt_id: str) -> str | None:
 # -- contact state ------------------------------------------------------------------------------------
 
 
-def _normal(channel: str, address: str) -> str:
+def normal_address(channel: str, address: str) -> str:
+    """The one spelling an address is stored and compared in: lower-case email, E.164 as given."""
     return address.strip().lower() if channel == "email" else address.strip()
 
 
 def record_opt_out(conn: sa.Connection, channel: str, address: str, source: str, now: datetime) -> bool:
     """Add an opt-out unless one exists for (channel, address). Returns whether a row was added."""
-    address = _normal(channel, address)
+    address = normal_address(channel, address)
     exists = conn.execute(sa.select(cs.opt_outs.c.opt_out_id).where(
         cs.opt_outs.c.channel == channel, cs.opt_outs.c.address == address)).first()
     if exists:
@@ -125,7 +126,7 @@ def record_opt_out(conn: sa.Connection, channel: str, address: str, source: str,
 
 
 def mark_invalid(conn: sa.Connection, channel: str, address: str, reason: str, now: datetime) -> None:
-    address = _normal(channel, address)
+    address = normal_address(channel, address)
     T = os_.invalid_contacts
     if conn.execute(sa.select(T.c.address).where(T.c.channel == channel, T.c.address == address)).first() is None:
         conn.execute(T.insert(), [{"channel": channel, "address": address, "reason": reason, "marked_at": now}])
@@ -149,7 +150,7 @@ def clear_opt_out(store: Warehouse, channel: str, address: str, cleared_by: str,
     if not cleared_by.strip() or not why.strip():
         raise ValueError("clearing an opt-out needs who (--by) and why (--why)")
     now = now or datetime.now(UTC)
-    address = _normal(channel, address)
+    address = normal_address(channel, address)
     optouts = cs.opt_outs
     with store.transaction() as conn:
         rows = conn.execute(sa.select(optouts).where(optouts.c.channel == channel, optouts.c.address == address)).mappings().all()

@@ -2,7 +2,8 @@
 
 Bill.com keeps private notes on a customer (v2 SendMessage), and finance reads the customer record there,
 not our tables. So every fact that changes how we collect from a customer gets one short, dated note:
-a dispute opened or closed, a promise to pay (and what became of it), an opt-out, a contact found wrong.
+a dispute opened or closed, a promise to pay (and what became of it), a pause (e.g. the debtor says it
+already paid), an opt-out, a contact found wrong.
 Facts come from the state tables the rules read; `customer_notes` makes each note exactly once.
 Addresses are masked: a note names the channel, never a full email or number.
 """
@@ -47,7 +48,7 @@ def _day(moment: datetime | date | None, timezone: str) -> str:
     return moment.isoformat()
 
 
-def _customers_by_address(conn: sa.Connection) -> dict[tuple[str, str], set[str]]:
+def customers_by_address(conn: sa.Connection) -> dict[tuple[str, str], set[str]]:
     """(channel, address) -> customers reachable there, from customer records and their contacts."""
     owners: dict[tuple[str, str], set[str]] = defaultdict(set)
     for table in (schema.billcom_customers, schema.billcom_customer_contacts):
@@ -100,7 +101,15 @@ def note_facts(store: Warehouse, timezone: str) -> list[NoteFact]:
                 f"{PREFIX} promise to pay {amount}{scope} by {promise.promised_date.isoformat()} "
                 f"({promise.status}, recorded {_day(promise.created_at, timezone)}).",
             ))
-        owners = _customers_by_address(conn)
+        for pause in conn.execute(sa.select(cs.customer_pauses)):
+            until = f"until {pause.paused_until.isoformat()}" if pause.paused_until else "until lifted"
+            facts.append(NoteFact(
+                f"pause:{pause.pause_id}",
+                pause.customer_id,
+                f"{PREFIX} collection paused {until} on {_day(pause.created_at, timezone)}"
+                f"{f' ({pause.reason})' if pause.reason else ''}.",
+            ))
+        owners = customers_by_address(conn)
         for opt_out in conn.execute(sa.select(cs.opt_outs)):
             key = (opt_out.channel, opt_out.address.strip().lower() if opt_out.channel == "email" else opt_out.address)
             for customer_id in sorted(owners.get(key, ())):

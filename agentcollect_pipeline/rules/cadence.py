@@ -9,6 +9,7 @@ Per case the loop is plain Python: a plan covers the open cases (thousands, not 
 needs several small lookups; the per-customer facts are precomputed once into dicts.
 """
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def contact_points(customers: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFr
         ):
             if pd.isna(customer_id):
                 continue
-            bad_email = isinstance(problem, str) and "email:" in problem
+            bad_email = (isinstance(problem, str) and "email:" in problem) or not valid_email(email)
             if isinstance(email, str) and email.strip() and not bad_email:
                 rows.append((customer_id, "email", email.strip().lower(), rank))
             if isinstance(phone, str) and phone:
@@ -73,6 +74,59 @@ def contact_points(customers: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFr
         add(active, 1)
     frame = pd.DataFrame(rows, columns=["customer_id", "channel", "address", "rank"])
     return frame.drop_duplicates(["customer_id", "channel", "address"]).reset_index(drop=True)
+
+
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+
+
+def valid_email(email: object) -> bool:
+    """A deliverable-looking address: one @, a dotted domain, no spaces (syntax only; bounces do the rest)."""
+    return isinstance(email, str) and len(email.strip()) <= 254 and bool(_EMAIL.match(email.strip()))
+
+
+def invalid_contact_report(customers: pd.DataFrame, contacts: pd.DataFrame,
+                           invalid: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per customer, the contacts that are never used, masked: (customer_id, kind, address, reason).
+
+    kind is `phone` (did not normalise to a valid E.164 number: never dialled or texted) or `email`
+    (malformed or flagged by the sync); plus addresses a provider reported undeliverable (invalid_contacts).
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    known: dict[tuple[str, str], set[str]] = {}
+
+    def scan(frame: pd.DataFrame, source: str) -> None:
+        if frame is None or frame.empty:
+            return
+        errors = frame["validation_errors"] if "validation_errors" in frame.columns else pd.Series(
+            [None] * len(frame), index=frame.index)
+        raw_phones = frame["phone"] if "phone" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        for customer_id, email, phone, e164, problem in zip(
+            frame["customer_id"], frame["email"], raw_phones, frame["phone_e164"], errors, strict=True
+        ):
+            if not isinstance(customer_id, str):
+                continue
+            if isinstance(e164, str) and e164:
+                known.setdefault(("phone", e164), set()).add(customer_id)
+            if isinstance(email, str) and email.strip():
+                known.setdefault(("email", email.strip().lower()), set()).add(customer_id)
+            if isinstance(phone, str) and phone.strip() and not (isinstance(e164, str) and e164):
+                rows.append((customer_id, "phone", mask(phone.strip()), f"{source}: not a valid number"))
+            flagged = isinstance(problem, str) and "email:" in problem
+            if isinstance(email, str) and email.strip() and (flagged or not valid_email(email)):
+                rows.append((customer_id, "email", mask(email.strip()), f"{source}: invalid email"))
+
+    scan(customers, "customer")
+    if contacts is not None and len(contacts):
+        scan(contacts[contacts["is_active"].fillna(False).astype(bool)], "contact")
+    if invalid is not None and len(invalid):
+        for channel, address, reason in invalid[["channel", "address", "reason"]].to_numpy(dtype=object).tolist():
+            kind = "email" if channel == "email" else "phone"
+            for customer_id in sorted(known.get((kind, str(address).strip().lower() if kind == "email"
+                                                 else str(address).strip()), ())):
+                rows.append((customer_id, kind, mask(str(address)), f"provider: {reason}"))
+    frame = pd.DataFrame(rows, columns=["customer_id", "kind", "address", "reason"])
+    return frame.drop_duplicates().sort_values(["customer_id", "kind"]).reset_index(drop=True)
 
 
 class _Row(dict):

@@ -42,6 +42,8 @@ outreach_attempts = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("answered_by", sa.Text, comment="Twilio AMD result on calls"),
     sa.Column("conversation_at", UTCDateTime, comment="a person answered: consumer rule, no calls for 7 days"),
+    sa.Column("gather_choice", sa.Text,
+              comment="calls: what the person pressed and what followed (1 link_sent / link_refused:…, 2 callback)"),
     sa.Column("run_id", sa.Text),
     sa.Column("reserved_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
@@ -113,8 +115,45 @@ outreach_events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
 )
 
+call_scripts = sa.Table(
+    "outreach_call_scripts",
+    metadata,
+    sa.Column("attempt_id", sa.Text, primary_key=True),
+    sa.Column("full_twiml", sa.Text, nullable=False, comment="for a person: balance, due dates, <Gather>"),
+    sa.Column("voicemail_twiml", sa.Text, nullable=False, comment="for an answering machine: no balance details"),
+    sa.Column("payment_link", sa.Text, nullable=False, comment="texted when the person presses 1"),
+    sa.Column("org_name", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("served", sa.Text, comment="full | voicemail | hangup: what the call's TwiML URL returned"),
+    comment="Rendered before the call is placed; served by /webhooks/twilio/voice/{attempt_id} by AnsweredBy",
+)
+
+callback_requests = sa.Table(
+    "callback_requests",
+    metadata,
+    sa.Column("request_id", sa.Text, primary_key=True),
+    sa.Column("attempt_id", sa.Text, nullable=False, unique=True, comment="the call on which 2 was pressed"),
+    sa.Column("case_id", sa.Text, nullable=False),
+    sa.Column("customer_id", sa.Text, nullable=False, index=True),
+    sa.Column("number", sa.Text, nullable=False, comment="E.164 number to call back (masked in previews)"),
+    sa.Column("status", sa.Text, nullable=False, comment="open | done"),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    comment="A debtor pressed 2 (talk to a person): someone from finance calls back",
+)
+
+job_leases = sa.Table(
+    "job_leases",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True, comment="e.g. send_due_outreach"),
+    sa.Column("holder", sa.Text, nullable=False, comment="run id holding the lease"),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False, comment="renewed while the holder works; free after"),
+    comment="One holder at a time per job, whatever the run coordinator allows",
+)
+
 OUTREACH_TABLES = (
     outreach_attempts, outreach_outbox, contact_consents, invalid_contacts, opt_out_clearances, outreach_events,
+    call_scripts, callback_requests, job_leases,
 )
 
 outreach_plan = sa.Table(

@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.clients.billcom import StoredSession
 from agentcollect_pipeline.warehouse import (
+    agent_schema,  # noqa: F401  (its tables join schema.metadata)
     collections_schema,  # noqa: F401  (its tables join schema.metadata)
     outreach_schema,  # noqa: F401  (its tables join schema.metadata)
     payments_schema,  # noqa: F401  (its tables join schema.metadata)
@@ -73,6 +74,23 @@ class Warehouse:
 
     def ensure_schema(self) -> None:
         schema.metadata.create_all(self.engine, checkfirst=True)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Additive migration: a nullable column added to an existing table's DDL is added to the database
+        (create_all creates missing tables only). Nothing is ever dropped or changed."""
+        inspector = sa.inspect(self.engine)
+        existing_tables = set(inspector.get_table_names())
+        with self.engine.begin() as conn:
+            for table in schema.metadata.sorted_tables:
+                if table.name not in existing_tables:
+                    continue
+                present = {c["name"] for c in inspector.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name in present or not column.nullable or column.primary_key:
+                        continue
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:

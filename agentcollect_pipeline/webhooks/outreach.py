@@ -6,19 +6,27 @@ Every request is signature-checked before anything is read into the database: Tw
 Events are deduplicated (Twilio on sid:status, SendGrid on sg_event_id) because both providers redeliver.
 """
 
+import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 import sqlalchemy as sa
 
+from agentcollect_pipeline.agent.effects import handle_reply
 from agentcollect_pipeline.outreach import ledger
 from agentcollect_pipeline.outreach.channels import TWILIO_INVALID, TWILIO_OPTED_OUT
+from agentcollect_pipeline.outreach.tokens import SECRET_ENV, UNSUBSCRIBE_PATH, token_ok
+from agentcollect_pipeline.rules.quiet_hours import Window, allowed_at, candidate_zones
+from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
+from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,10 @@ STOP_PHRASES = ("stop texting", "stop calling", "stop contacting", "do not conta
 EMAIL_OPT_OUT_EVENTS = {"unsubscribe", "group_unsubscribe", "spamreport"}
 CALL_FINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 MESSAGE_FINAL = {"delivered", "undelivered", "failed", "sent", "read"}
+# AnsweredBy values that get the short voicemail script (no balance details for whoever hears a recording).
+# `unknown` too: when AMD cannot tell, the conservative script; `fax` gets a hang-up.
+VOICEMAIL_ANSWERS = {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "unknown"}
+HANGUP = b'<?xml version="1.0" encoding="UTF-8"?><Response><Hangup /></Response>'
 
 
 def is_opt_out(body: str) -> bool:
@@ -44,12 +56,20 @@ def is_opt_out(body: str) -> bool:
 
 class OutreachWebhooks:
     def __init__(self, warehouse: Warehouse, *, twilio_auth_token: str | None, sendgrid_public_key: str | None,
-                 public_base_url: str, clock: Callable[[], float] = time.time):
+                 public_base_url: str, clock: Callable[[], float] = time.time, unsubscribe_secret: str | None = None,
+                 sms_sender: Any = None, default_timezone: str = "America/New_York",
+                 sms_window: Window | None = None):
         self._warehouse = warehouse
         self._twilio_token = twilio_auth_token
         self._sendgrid_key = sendgrid_public_key
         self._public = public_base_url.rstrip("/")
         self._clock = clock
+        # Without it every unsubscribe link is refused (403): nothing unsigned changes an opt-out.
+        self._unsubscribe_secret = unsubscribe_secret or None
+        # Anything with send_sms(to, body, status_callback) -> SendResult (TwilioResource); None: no texts.
+        self._sms_sender = sms_sender
+        self._default_tz = default_timezone
+        self._sms_window = sms_window or Window()
 
     def __repr__(self) -> str:  # never the secrets
         return "OutreachWebhooks()"
@@ -59,6 +79,11 @@ class OutreachWebhooks:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         path, method = scope["path"], scope["method"]
+        if path == UNSUBSCRIBE_PATH and method in ("GET", "POST"):
+            await _read_body(receive)  # one-click POST body (List-Unsubscribe=One-Click) carries nothing we need
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            await self._unsubscribe(query, send)
+            return
         if method != "POST":
             await _respond(send, 405, b'{"error": "POST only"}', "application/json")
             return
@@ -89,19 +114,22 @@ class OutreachWebhooks:
             await _respond(send, 403, b'{"error": "invalid signature"}', "application/json")
             return
         attempt_id = dict(parse_qsl(query)).get("attempt_id")
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)  # injectable, like the providers' clocks in tests
         if path == "/webhooks/twilio/status":
             self._status(attempt_id, params, now)
             await _respond(send, 204, b"", "text/plain")
         elif path == "/webhooks/twilio/inbound":
             self._inbound(params, now)
             await _respond(send, 200, b'<?xml version="1.0" encoding="UTF-8"?><Response />', "application/xml")
+        elif path.startswith("/webhooks/twilio/voice/"):
+            twiml = self._voice(path.rsplit("/", 1)[-1], params, now)
+            await _respond(send, 200, twiml, "application/xml")
         elif path == "/webhooks/twilio/gather":
-            self._event("twilio", f"gather:{params.get('CallSid')}:{params.get('Digits')}", attempt_id, "gather",
-                        params.get("To"), params, now)
-            reply = ("We will text you a payment link." if params.get("Digits") == "1"
-                     else "Someone from our team will call you back." if params.get("Digits") == "2" else "Goodbye.")
-            twiml = f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{reply}</Say><Hangup /></Response>'
+            first = self._event("twilio", f"gather:{params.get('CallSid')}:{params.get('Digits')}", attempt_id,
+                                "gather", params.get("To"), params, now)
+            # Sending the text talks to Twilio: off the event loop.
+            reply = await asyncio.to_thread(self._gather, attempt_id, params.get("Digits") or "", first, now)
+            twiml = f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(reply)}</Say><Hangup /></Response>'
             await _respond(send, 200, twiml.encode(), "application/xml")
         else:
             await _respond(send, 404, b'{"error": "not found"}', "application/json")
@@ -140,6 +168,140 @@ class OutreachWebhooks:
                 elif int(code) in TWILIO_INVALID:
                     ledger.mark_invalid(conn, row["channel"], number, f"twilio error {code}", now)
 
+    def _voice(self, attempt_id: str, params: dict, now: datetime) -> bytes:
+        """The call's TwiML, fetched by Twilio when it is answered: full script for a person, the voicemail
+        script for an answering machine (AnsweredBy machine_* / unknown), a hang-up for a fax."""
+        C, A = os_.call_scripts, os_.outreach_attempts
+        answered = params.get("AnsweredBy") or None
+        with self._warehouse.transaction() as conn:
+            script = conn.execute(sa.select(C).where(C.c.attempt_id == attempt_id)).mappings().first()
+            if script is None:
+                log.warning("voice TwiML requested for an unknown attempt; hanging up")
+                return HANGUP
+            if answered == "fax":
+                served, twiml = "hangup", HANGUP
+            elif answered in VOICEMAIL_ANSWERS:
+                served, twiml = "voicemail", script["voicemail_twiml"].encode()
+            else:  # human, or AMD off
+                served, twiml = "full", script["full_twiml"].encode()
+            conn.execute(C.update().where(C.c.attempt_id == attempt_id).values(served=served))
+            values: dict[str, Any] = {"updated_at": now}
+            if answered:
+                values["answered_by"] = answered
+            conn.execute(A.update().where(A.c.attempt_id == attempt_id).values(**values))
+        return twiml
+
+    def _gather(self, attempt_id: str | None, digits: str, first: bool, now: datetime) -> str:
+        """1: text the payment link (its own ledger step, quiet hours and consent checked); 2: a callback
+        request for a person. Both recorded on the call's attempt (gather_choice)."""
+        A = os_.outreach_attempts
+        with self._warehouse.engine.connect() as conn:
+            row = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id)).mappings().first() if attempt_id else None
+        if row is None or row["channel"] != "voice" or digits not in ("1", "2"):
+            return "Goodbye."
+        if digits == "2":
+            R = os_.callback_requests
+            try:
+                with self._warehouse.transaction() as conn:
+                    conn.execute(R.insert(), [{
+                        "request_id": "cbr_" + secrets.token_hex(8), "attempt_id": row["attempt_id"],
+                        "case_id": row["case_id"], "customer_id": row["customer_id"], "number": row["destination"],
+                        "status": "open", "requested_at": now}])
+            except sa.exc.IntegrityError:
+                pass  # pressed twice / redelivered: one request
+            self._choice(row["attempt_id"], "2:callback_requested", now)
+            return "Thank you. Someone from our team will call you back."
+        refused = self._link_refusal(row, now)
+        if refused:
+            self._choice(row["attempt_id"], f"1:link_refused:{refused}", now)
+            return "We cannot send a text to this number. You can pay online with the link in our email. Goodbye."
+        action = {key: row[key] for key in ("case_id", "customer_id", "currency", "tone", "invoice_ids",
+                                            "total_due_cents", "consumer")}
+        action.update(step=f"{row['step']}:link", channel="sms", destination=row["destination"],
+                      why=f"pressed 1 on call {row['attempt_id']}")
+        link_attempt = ledger.reserve(self._warehouse, action, now, None)
+        if link_attempt is None:  # at most once per (case, step): already texted; the first choice stays
+            return "We have already texted you a payment link. Goodbye."
+        with self._warehouse.engine.connect() as conn:
+            script = conn.execute(sa.select(os_.call_scripts).where(
+                os_.call_scripts.c.attempt_id == row["attempt_id"])).mappings().first()
+        body = (f"{script['org_name']}: pay online at {script['payment_link']} "
+                f"Ref {ledger.reference(link_attempt)}. Reply STOP to opt out.")
+        result = self._sms_sender.send_sms(
+            row["destination"], body, f"{self._public}/webhooks/twilio/status?attempt_id={link_attempt}")
+        if result.outcome == "sent":
+            ledger.confirm(self._warehouse, link_attempt, now, status="sent", provider="twilio",
+                           provider_id=result.provider_id, sent_at=now)
+        elif result.outcome == "rejected":
+            ledger.confirm(self._warehouse, link_attempt, now, status="rejected", provider="twilio",
+                           error_code=result.error_code, error_message=result.error_message)
+        # unknown: stays reserved; the next send_due_outreach run reconciles it, never resends
+        self._choice(row["attempt_id"], f"1:link_{result.outcome}:{link_attempt}", now)
+        if result.outcome == "rejected":
+            return "We could not send a text to this number. Goodbye."
+        return "Thank you. We have texted you a payment link. Goodbye."
+
+    def _link_refusal(self, row, now: datetime) -> str | None:
+        """Why the payment-link text may not go now (None: it may): no sender, quiet hours in any candidate
+        zone, no consent, opted out or invalid number, nothing left to collect."""
+        number = row["destination"]
+        if self._sms_sender is None:
+            return "no_sms_sender"
+        customers, consents, optouts, invalid = (schema.billcom_customers, os_.contact_consents, cs.opt_outs,
+                                                 os_.invalid_contacts)
+        with self._warehouse.engine.connect() as conn:
+            customer = conn.execute(sa.select(customers.c.bill_state, customers.c.bill_country).where(
+                customers.c.customer_id == row["customer_id"])).first()
+            consent = conn.execute(sa.select(consents.c.consent_id).where(
+                consents.c.channel == "sms", consents.c.address == number, consents.c.revoked_at.is_(None))).first()
+            opted = conn.execute(sa.select(optouts.c.opt_out_id).where(
+                optouts.c.channel == "sms", optouts.c.address == number)).first()
+            bad = conn.execute(sa.select(invalid.c.address).where(
+                invalid.c.channel == "sms", invalid.c.address == number)).first()
+            disputed = conn.execute(sa.select(cs.disputes.c.invoice_id).where(
+                cs.disputes.c.invoice_id.in_(str(row["invoice_ids"]).split(",")),
+                cs.disputes.c.closed_at.is_(None))).first()
+        zones = candidate_zones(state=customer[0] if customer else None, country=customer[1] if customer else None,
+                                phones=[number], default=self._default_tz)
+        if not allowed_at(now, zones, self._sms_window):
+            return "quiet_hours"
+        if consent is None:
+            return "no_consent"
+        if opted is not None:
+            return "opted_out"
+        if bad is not None:
+            return "invalid_number"
+        if disputed is not None:
+            return "disputed"
+        return None
+
+    def _choice(self, attempt_id: str, choice: str, now: datetime) -> None:
+        A = os_.outreach_attempts
+        with self._warehouse.transaction() as conn:
+            conn.execute(A.update().where(A.c.attempt_id == attempt_id).values(gather_choice=choice, updated_at=now))
+
+    # -- email opt-out link -----------------------------------------------------------------------------
+
+    async def _unsubscribe(self, query: dict[str, str], send) -> None:
+        attempt_id, token = query.get("attempt_id", ""), query.get("token")
+        A = os_.outreach_attempts
+        row = None
+        if attempt_id and token and self._unsubscribe_secret:
+            with self._warehouse.engine.connect() as conn:
+                row = conn.execute(sa.select(A.c.channel, A.c.destination).where(
+                    A.c.attempt_id == attempt_id)).first()
+        if row is None or row[0] != "email" or not token_ok(self._unsubscribe_secret, attempt_id, row[1], token):
+            log.warning("unsubscribe link refused: bad token")
+            await _respond(send, 403, b"<p>This link is not valid.</p>", "text/html; charset=utf-8")
+            return
+        now = datetime.now(UTC)
+        with self._warehouse.transaction() as conn:
+            ledger.record_opt_out(conn, "email", row[1], f"unsubscribe link ({attempt_id})", now)
+        self._event("agentcollect", f"unsubscribe:{attempt_id}", attempt_id, "unsubscribe_link", row[1],
+                    {"attempt_id": attempt_id}, now)
+        await _respond(send, 200, b"<p>You have been unsubscribed. You will get no more emails about this "
+                       b"account.</p>", "text/html; charset=utf-8")
+
     def _inbound(self, params: dict, now: datetime) -> None:
         sender, body = params.get("From", ""), params.get("Body", "")
         self._event("twilio", f"inbound:{params.get('MessageSid')}", None, "inbound_sms", sender, params, now)
@@ -148,6 +310,11 @@ class OutreachWebhooks:
                 # Revocation by text covers automated calls to that number too (FCC reasonable-means rule).
                 for channel in ("sms", "voice"):
                     ledger.record_opt_out(conn, channel, sender, "inbound SMS: " + body.strip()[:40], now)
+        if sender and body.strip():
+            # Every reply is understood and has its effect (promise, dispute, "I paid" pause, wrong number…);
+            # the MessageSid makes a re-delivered webhook one reply.
+            handle_reply(self._warehouse, channel="sms", sender=sender, body=body,
+                         reply_id=params.get("MessageSid") or None, received_at=now)
 
     # -- SendGrid ---------------------------------------------------------------------------------------
 
@@ -240,9 +407,20 @@ def outreach_from_environment(warehouse: Warehouse) -> OutreachWebhooks:
     """Without TWILIO_AUTH_TOKEN / SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY the matching routes refuse everything."""
     import os
 
+    sender = None
+    if os.environ.get("TWILIO_ACCOUNT_SID") and os.environ.get("TWILIO_AUTH_TOKEN"):
+        from agentcollect_pipeline.outreach.channels import TwilioResource
+
+        sender = TwilioResource(account_sid=os.environ["TWILIO_ACCOUNT_SID"],
+                                auth_token=os.environ["TWILIO_AUTH_TOKEN"],
+                                from_number=os.environ.get("TWILIO_FROM_NUMBER") or "+15005550006",
+                                base_url=os.environ.get("TWILIO_BASE_URL") or None)
     return OutreachWebhooks(
         warehouse,
         twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN") or None,
         sendgrid_public_key=os.environ.get("SENDGRID_EVENT_WEBHOOK_PUBLIC_KEY") or None,
         public_base_url=os.environ.get("AGENTCOLLECT_PUBLIC_BASE_URL") or "http://127.0.0.1:8090",
+        unsubscribe_secret=os.environ.get(SECRET_ENV) or None,
+        sms_sender=sender,
+        default_timezone=os.environ.get("AGENTCOLLECT_ORG_TIMEZONE") or "America/New_York",
     )
