@@ -33,6 +33,7 @@ from agentcollect_pipeline.payments.intake import (
     webhook_event,
 )
 from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.webhooks.asgi import read_body
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class WebhookReceiver:
         if method != "POST":
             await _respond(send, 405, {"error": "POST only"})
             return
-        body = await _read_body(receive, MAX_BODY_BYTES)
+        body = await read_body(receive, MAX_BODY_BYTES)
         if body is None:
             await _respond(send, 413, {"error": "body too large"})
             return
@@ -147,22 +148,6 @@ def receiver_from_environment(database_url: str) -> WebhookReceiver:
 
     receiver.outreach = outreach_from_environment(_warehouse(database_url))
     return receiver
-
-
-async def _read_body(receive: Callable[..., Any], limit: int) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _respond(send: Callable[..., Any], status: int, payload: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.webhooks.asgi import read_body
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ class OutreachWebhooks:
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         path, method = scope["path"], scope["method"]
         if path == UNSUBSCRIBE_PATH and method in ("GET", "POST"):
-            await _read_body(receive)  # one-click POST body (List-Unsubscribe=One-Click) carries nothing we need
+            await read_body(receive, MAX_BODY)  # one-click POST body (List-Unsubscribe=One-Click) carries nothing we need
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             await self._unsubscribe(query, send)
             return
         if method != "POST":
             await _respond(send, 405, b'{"error": "POST only"}', "application/json")
             return
-        body = await _read_body(receive)
+        body = await read_body(receive, MAX_BODY)
         if body is None:
             await _respond(send, 413, b'{"error": "body too large"}', "application/json")
             return
@@ -379,22 +380,6 @@ class OutreachWebhooks:
         except sa.exc.IntegrityError:
             return False
         return True
-
-
-async def _read_body(receive) -> bytes | None:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def _respond(send, status: int, body: bytes, content_type: str) -> None:
