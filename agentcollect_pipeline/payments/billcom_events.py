@@ -18,10 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.warehouse.payments_schema import billcom_webhook_events
-from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 
 SIGNATURE_HEADER = "x-bill-sha-signature"
 MAX_ID_LENGTH = 200
@@ -92,9 +91,8 @@ def store_notification(
 ) -> int | None:
     """The stored sequence, or None when this eventId was stored before (Bill.com re-delivers)."""
     with warehouse.transaction() as conn:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         stmt = (
-            insert(billcom_webhook_events)
+            dialect_insert(conn, billcom_webhook_events)
             .values(
                 event_id=notification.event_id,
                 event_type=notification.event_type,

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.ar_source.billcom import PAYMENT_TYPES
 from agentcollect_pipeline.money import MoneyError, to_minor_units
 from agentcollect_pipeline.warehouse.payments_schema import payment_events
-from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 
 SIGNATURE_HEADER = "X-AgentCollect-Signature"
 SIGNATURE_TOLERANCE_S = 300
@@ -133,9 +132,8 @@ def normalise_event(raw: Mapping[str, Any], *, time_key: str = "occurred_at") ->
 
 
 def _insert_ignoring_duplicates(conn: sa.Connection, row: Mapping[str, Any]) -> int | None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = (
-        insert(payment_events)
+        dialect_insert(conn, payment_events)
         .values(**row)
         .on_conflict_do_nothing(index_elements=["source", "event_id"])
         .returning(payment_events.c.sequence)

@@ -171,8 +171,7 @@ def write_payment_notes(
             message_id = poster.write_note(note[0], outcome.customer_id, note[1])
         except Exception as exc:
             context.log.error("note for %s failed: %s", outcome.posting_key, exc)
-            batch["failed"].append({"event": f"{outcome.source}:{outcome.event_id}", "stage": "note",
-                                    "error": f"{type(exc).__name__}: {exc}"})
+            batch["failed"].append(_failed({"source": outcome.source, "event_id": outcome.event_id}, "note", exc))
             continue
         context.log.info("note %s on customer %s: %s", message_id, outcome.customer_id, note[0])
     return {"outcomes": [o.as_dict() for o in outcomes], "failed": batch["failed"]}

@@ -19,7 +19,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.warehouse import collections_schema as cs
@@ -29,7 +28,7 @@ from agentcollect_pipeline.warehouse.payments_schema import (
     invoices_paid_in_billcom,
     payments_posted,
 )
-from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 
 NOTE_PREFIX = "paid_in_billcom:"
 
@@ -91,11 +90,10 @@ def detect(warehouse: Warehouse, *, timezone: str, now: datetime) -> list[dict[s
         return []
     inserted = []
     with warehouse.transaction() as conn:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         for row in rows.values():
             # Two runs may detect the same invoice at once: the primary key keeps one, and only the
             # winner reports it as new.
-            if conn.execute(insert(seen).values(**row).on_conflict_do_nothing(index_elements=["invoice_id"])).rowcount:
+            if conn.execute(dialect_insert(conn, seen).values(**row).on_conflict_do_nothing(index_elements=["invoice_id"])).rowcount:
                 inserted.append(row)
     return inserted
 

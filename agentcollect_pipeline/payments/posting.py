@@ -27,7 +27,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.ar_source.base import ARSource, CurrencyLookup, PaymentToRecord
 from agentcollect_pipeline.ar_source.billcom import PAYMENT_TYPES
@@ -45,7 +44,7 @@ from agentcollect_pipeline.warehouse.payments_schema import (
     payment_events,
     payments_posted,
 )
-from agentcollect_pipeline.warehouse.store import Warehouse
+from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +100,6 @@ class Match:
     reason: str | None = None
     detail: str | None = None
 
-
-def _insert(conn: sa.Connection):
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 # -- reading events ------------------------------------------------------------------------------------
@@ -192,7 +188,7 @@ class PaymentPoster:
             "reconcile_checks": 0,
         }
         with self.warehouse.transaction() as conn:
-            stmt = _insert(conn)(payments_posted).values(**row).on_conflict_do_nothing(index_elements=["posting_key"])
+            stmt = dialect_insert(conn, payments_posted).values(**row).on_conflict_do_nothing(index_elements=["posting_key"])
             if conn.execute(stmt).rowcount == 1:
                 return token
             # Someone reserved it before. Take over only a reservation older than the lease: its run is
@@ -244,7 +240,7 @@ class PaymentPoster:
             ).rowcount
             if changed == 1 and outcome.status == "needs_review":
                 conn.execute(
-                    _insert(conn)(needs_review)
+                    dialect_insert(conn, needs_review)
                     .values(
                         posting_key=outcome.posting_key,
                         event_sequence=event["sequence"],
@@ -567,7 +563,7 @@ class PaymentPoster:
         token, now = uuid.uuid4().hex, self._clock()
         with self.warehouse.transaction() as conn:
             inserted = conn.execute(
-                _insert(conn)(customer_notes)
+                dialect_insert(conn, customer_notes)
                 .values(fact_key=fact_key, customer_id=customer_id, message=text, status="reserved",
                         claim_token=token, claimed_at=now)
                 .on_conflict_do_nothing(index_elements=["fact_key"])

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentcollect_pipeline.payments.job import PaymentBatchConfig, post_payment
 from agentcollect_pipeline.payments.posting import OPEN, posting_key
@@ -29,11 +28,7 @@ from agentcollect_pipeline.warehouse.payments_schema import (
     payment_run_requests,
     payments_posted,
 )
-from agentcollect_pipeline.warehouse.store import Warehouse
-
-
-def _insert(conn: sa.Connection):
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 
 
 def _run_request(run_key: str, events: list[dict], attempt: int) -> dg.RunRequest:
@@ -50,7 +45,7 @@ def _record_requests(warehouse: Warehouse, rows: list[dict]) -> None:
     if not rows:
         return
     with warehouse.transaction() as conn:
-        stmt = _insert(conn)(payment_run_requests).on_conflict_do_nothing(index_elements=["event_sequence", "attempt"])
+        stmt = dialect_insert(conn, payment_run_requests).on_conflict_do_nothing(index_elements=["event_sequence", "attempt"])
         conn.execute(stmt, rows)
 
 
@@ -141,7 +136,7 @@ def evaluate(warehouse: Warehouse, settings: PaymentSettings, cursor: str | None
         with warehouse.transaction() as conn:
             for event in given_up:
                 conn.execute(
-                    _insert(conn)(needs_review)
+                    dialect_insert(conn, needs_review)
                     .values(
                         posting_key=posting_key(event["source"], event["event_id"]),
                         event_sequence=event["sequence"],

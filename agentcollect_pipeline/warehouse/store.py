@@ -63,6 +63,11 @@ def _create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def dialect_insert(conn: sa.Connection, table: sa.Table):
+    """INSERT that supports ON CONFLICT on both our databases (the generic insert() does not)."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
 def masked_url(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
@@ -104,10 +109,9 @@ class Warehouse:
         if not rows:
             return 0
         key = [c.name for c in table.primary_key.columns]
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         for start in range(0, len(rows), _WRITE_BATCH):
             batch = rows[start : start + _WRITE_BATCH]
-            stmt = insert(table)
+            stmt = dialect_insert(conn, table)
             updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
             conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=updates), list(batch))
         return len(rows)

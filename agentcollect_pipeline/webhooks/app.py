@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.payments import billcom_events
 from agentcollect_pipeline.payments.intake import (
     SIGNATURE_HEADER,
@@ -33,7 +34,6 @@ from agentcollect_pipeline.payments.intake import (
     webhook_event,
 )
 from agentcollect_pipeline.warehouse.store import Warehouse
-from agentcollect_pipeline.webhooks.asgi import read_body
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 import sqlalchemy as sa
 
 from agentcollect_pipeline.agent.effects import handle_reply
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.outreach import ledger
 from agentcollect_pipeline.outreach.channels import TWILIO_INVALID, TWILIO_OPTED_OUT
 from agentcollect_pipeline.outreach.tokens import SECRET_ENV, UNSUBSCRIBE_PATH, token_ok
@@ -28,7 +29,6 @@ from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse
-from agentcollect_pipeline.webhooks.asgi import read_body
 
 log = logging.getLogger(__name__)
 

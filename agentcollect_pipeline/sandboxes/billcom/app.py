@@ -32,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, serve_lifespan
 
 __all__ = [
@@ -1146,7 +1147,7 @@ class BillComSandbox:
         if scope["type"] != "http":
             return
         path = scope["path"]
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if path == "/sandbox" or path.startswith("/sandbox/"):
             status, payload = self._control(scope["method"], path, body)
             await _respond(send, status, dumps(payload), "application/json")
@@ -1325,18 +1326,6 @@ _SIMPLE_OPS: dict[str, Callable[[BillComSandbox, _Session, dict[str, Any]], Any]
 def _parse_form(body: bytes) -> dict[str, str]:
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in parsed.items()}
-
-
-async def _read_body(receive: Callable[..., Any]) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 async def _respond(send: Callable[..., Any], status: int, body: bytes, content_type: str) -> None:

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.sandboxes.common import FaultQueue, serve_lifespan
 
 __all__ = ["DEFAULT_API_KEY", "FAULT_KINDS", "VARIANTS", "LLMSandbox", "main"]
@@ -148,15 +149,10 @@ class LLMSandbox:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/")
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY:
-                await _respond(send, 413, {"error": {"message": "body too large", "type": "invalid_request_error"}})
-                return
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive, MAX_BODY)
+        if body is None:
+            await _respond(send, 413, {"error": {"message": "body too large", "type": "invalid_request_error"}})
+            return
         if path.startswith("/sandbox/"):
             await self._control(method, path, body, send)
             return

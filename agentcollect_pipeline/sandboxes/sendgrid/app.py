@@ -49,6 +49,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
 
 from ..billcom.app import SandboxClock, parse_ts
@@ -874,7 +875,7 @@ class SendGridSandbox:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if path == "/sandbox" or path.startswith("/sandbox/"):
             status, payload = await self._control(scope["method"], path, body)
             await _respond(send, status, json.dumps(payload, default=str).encode(), {})
@@ -1030,18 +1031,6 @@ def _multipart(fields: list[tuple[str, str]], boundary: str) -> bytes:
         chunks.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
     chunks.append(f"--{boundary}--\r\n")
     return "".join(chunks).encode("utf-8")
-
-
-async def _read_body(receive: Callable[..., Any]) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 async def _respond(send: Callable[..., Any], status: int, body: bytes, headers: Mapping[str, str]) -> None:

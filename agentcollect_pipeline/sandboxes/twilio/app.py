@@ -45,6 +45,7 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
 
 from ..billcom.app import SandboxClock, parse_ts
@@ -1095,7 +1096,7 @@ class TwilioSandbox:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if path == "/sandbox" or path.startswith("/sandbox/"):
             status, payload = await self._control(scope["method"], path, body)
             await _respond(send, status, json.dumps(payload, default=str).encode(), {})
@@ -1324,18 +1325,6 @@ def _twiml_messages(text: str) -> list[str]:
         if value.strip():
             bodies.append(value.strip())
     return bodies
-
-
-async def _read_body(receive: Callable[..., Any]) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 async def _respond(send: Callable[..., Any], status: int, body: bytes, headers: Mapping[str, str]) -> None:

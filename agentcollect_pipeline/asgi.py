@@ -1,4 +1,4 @@
-"""Small ASGI helpers the webhook routes share."""
+"""Small ASGI helpers shared by the webhook receiver and the local sandboxes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-async def read_body(receive: Callable[..., Any], limit: int) -> bytes | None:
+async def read_body(receive: Callable[..., Any], limit: int | None = None) -> bytes | None:
     """The request body, or None once it passes `limit` bytes (read no further: a hostile body stays small)."""
     chunks, size = [], 0
     while True:
@@ -15,7 +15,7 @@ async def read_body(receive: Callable[..., Any], limit: int) -> bytes | None:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
+        if limit is not None and size > limit:
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
