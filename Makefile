@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui bench-sync bench-rules bench-payments bench-replies lint clean
+.PHONY: demo test ui bench-sync bench-rules bench-payments bench-replies replay-month lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,14 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# make demo AR_SOURCE=qbo (or netsuite): the same demo with QuickBooks Online / NetSuite as the AR source.
+AR_SOURCE ?= billcom
+
 demo: $(STAMP)
-	$(BIN)/agentcollect demo
+	$(BIN)/agentcollect demo --ar-source $(AR_SOURCE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest agentcollect_pipeline_tests
 
 ui: $(STAMP)
-	$(BIN)/agentcollect ui
+	$(BIN)/agentcollect ui --ar-source $(AR_SOURCE)
 
 bench-sync: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync.py
@@ -34,6 +37,10 @@ bench-payments: $(STAMP)
 # Reply classification (issue 7) on the frozen evaluation set; LLM figures too when AGENTCOLLECT_LLM_* are set.
 bench-replies: $(STAMP)
 	$(BIN)/python benchmarks/bench_replies.py
+
+# A month through the real jobs on the sandboxes (outside CI, a few minutes): prints one JSON line of figures.
+replay-month: $(STAMP)
+	$(BIN)/python benchmarks/replay_month.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sandbox = commands.add_parser("sandbox", help="run a local sandbox of an outside service")
-    sandbox.add_argument("service", choices=["billcom", "twilio", "sendgrid", "llm"])
+    sandbox.add_argument("service", choices=["billcom", "qbo", "netsuite", "twilio", "sendgrid", "llm"])
     sandbox.add_argument("args", nargs=argparse.REMAINDER, help="service options, e.g. --port 8081 --seed 7")
 
     demo = commands.add_parser(
@@ -21,6 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--invoices", type=int, default=3000)
     demo.add_argument("--customers", type=int, default=600)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--ar-source", choices=["billcom", "qbo", "netsuite"], default="billcom",
+                      help="which AR source's sandbox the demo runs on")
+    demo.add_argument("--llm", action="store_true",
+                      help="also start the local LLM sandbox: the composer drafts with it (within the guardrails)")
     demo.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
 
     ui = commands.add_parser(
@@ -29,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--invoices", type=int, default=3000)
     ui.add_argument("--customers", type=int, default=600)
     ui.add_argument("--seed", type=int, default=7)
+    ui.add_argument("--ar-source", choices=["billcom", "qbo", "netsuite"], default="billcom")
     ui.add_argument("--dagster-home", type=Path, default=Path(".dagster_home"))
     ui.add_argument("--port", type=int, default=3000)
-    ui.add_argument("--sandbox-port", type=int, default=8081, help="Bill.com sandbox")
+    ui.add_argument("--sandbox-port", type=int, default=8081, help="the AR source's sandbox")
     ui.add_argument("--twilio-port", type=int, default=8082)
     ui.add_argument("--sendgrid-port", type=int, default=8083)
     ui.add_argument("--webhooks-port", type=int, default=8090, help="webhook receiver (POST /webhooks/payments)")
@@ -59,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_contacts_parser(commands)
 
+    from agentcollect_pipeline.agent.disputes import add_disputes_parser
+
+    add_disputes_parser(commands)
+
     webhooks = commands.add_parser("webhooks", help="serve the webhook receiver (POST /webhooks/payments)")
     webhooks.add_argument("--host", default="127.0.0.1")
     webhooks.add_argument("--port", type=int, default=8090)
@@ -68,30 +78,22 @@ def main(argv: list[str] | None = None) -> int:
         from agentcollect_pipeline.outreach.cli import contacts_command
 
         return contacts_command(args, _database_url())
+    if args.command == "disputes":
+        from agentcollect_pipeline.agent.disputes import disputes_command
+
+        return disputes_command(args, _database_url())
     if args.command == "payments":
         return _payments(args)
     if args.command == "webhooks":
         return _webhooks(args)
     if args.command == "sandbox":
-        if args.service == "twilio":
-            from agentcollect_pipeline.sandboxes.twilio.app import main as twilio_sandbox
-
-            return twilio_sandbox(args.args)
-        if args.service == "sendgrid":
-            from agentcollect_pipeline.sandboxes.sendgrid.app import main as sendgrid_sandbox
-
-            return sendgrid_sandbox(args.args)
-        if args.service == "llm":
-            from agentcollect_pipeline.sandboxes.llm.app import main as llm_sandbox
-
-            return llm_sandbox(args.args)
-        from agentcollect_pipeline.sandboxes.billcom.app import main as billcom_sandbox
-
-        return billcom_sandbox(args.args)
+        # Each sandbox's app module has main(argv): seed, serve, print the URL.
+        return importlib.import_module(f"agentcollect_pipeline.sandboxes.{args.service}.app").main(args.args)
     if args.command == "demo":
         from agentcollect_pipeline.demo import run_demo
 
-        return run_demo(invoices=args.invoices, customers=args.customers, seed=args.seed, home=args.dagster_home)
+        return run_demo(invoices=args.invoices, customers=args.customers, seed=args.seed, home=args.dagster_home,
+                        ar_source=args.ar_source, llm=args.llm)
     if args.command == "ui":
         from agentcollect_pipeline.demo import run_ui
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             twilio_port=args.twilio_port,
             sendgrid_port=args.sendgrid_port,
             webhooks_port=args.webhooks_port,
+            ar_source=args.ar_source,
         )
     parser.error(f"unknown command {args.command}")
     return 2

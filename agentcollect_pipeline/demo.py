@@ -1,7 +1,8 @@
 """`make demo` and `make ui`: the whole pipeline on local sandboxes and SQLite — no credentials, no internet.
 
-Both start, on 127.0.0.1, the Bill.com, Twilio and SendGrid sandboxes and our webhook receiver (payments,
-Twilio and SendGrid callbacks), and point every variable the code location reads at them.
+Both start, on 127.0.0.1, the AR source's sandbox (Bill.com by default; QuickBooks Online or NetSuite with
+`--ar-source`), the Twilio and SendGrid sandboxes and our webhook receiver (payments, Twilio and SendGrid
+callbacks), and point every variable the code location reads at them.
 
 - `demo` (one process): `collection_cycle`, then `send_due_outreach` once with the planner's clock set to
   the next 10:00 in the organisation's timezone (quiet hours hold in each debtor's local time, and the demo
@@ -30,20 +31,36 @@ import dagster as dg
 import sqlalchemy as sa
 
 from agentcollect_pipeline.money import format_money
+from agentcollect_pipeline.sandboxes.ar_sources import ARSandbox
 
-BILLCOM_POOL_LIMIT = 3  # Bill.com allows 3 requests in flight per org, across all runs
+AR_SOURCE_POOL_LIMIT = 3  # Bill.com allows 3 requests in flight per org (QBO 10 per realm), across all runs
 TWILIO_FROM = "+15005550006"  # Twilio's "always valid" test sender
 EMAIL_FROM = "ar@demo.agentcollect.example"
+REPLY_TO = "replies@parse.demo.agentcollect.example"  # the Inbound Parse domain of the demo
 # Every variable the demo sets (or clears) in its own environment; nothing else is touched.
 DEMO_VARIABLES = (
     "DAGSTER_HOME",
     "AGENTCOLLECT_HOME",
     "AGENTCOLLECT_DATABASE_URL",
+    "AGENTCOLLECT_AR_SOURCE",
     "BILLCOM_BASE_URL",
     "BILLCOM_USERNAME",
     "BILLCOM_PASSWORD",
     "BILLCOM_ORG_ID",
     "BILLCOM_DEV_KEY",
+    "BILLCOM_V3_BASE_URL",
+    "QBO_BASE_URL",
+    "QBO_TOKEN_URL",
+    "QBO_CLIENT_ID",
+    "QBO_CLIENT_SECRET",
+    "QBO_REALM_ID",
+    "QBO_REFRESH_TOKEN",
+    "AGENTCOLLECT_TOKEN_ENCRYPTION_KEY",
+    "NETSUITE_BASE_URL",
+    "NETSUITE_ACCOUNT_ID",
+    "NETSUITE_CLIENT_ID",
+    "NETSUITE_CERTIFICATE_ID",
+    "NETSUITE_PRIVATE_KEY",
     "BILLCOM_WEBHOOK_SECURITY_KEY",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
@@ -57,6 +74,11 @@ DEMO_VARIABLES = (
     "AGENTCOLLECT_PAYMENT_WEBHOOK_SECRET",
     "AGENTCOLLECT_UNSUBSCRIBE_SECRET",
     "AGENTCOLLECT_OUTREACH_DRY_RUN",
+    "AGENTCOLLECT_EMAIL_REPLY_TO",
+    "AGENTCOLLECT_INBOUND_PARSE_TOKEN",
+    "AGENTCOLLECT_LLM_BASE_URL",
+    "AGENTCOLLECT_LLM_MODEL",
+    "AGENTCOLLECT_LLM_API_KEY",
     "AGENTCOLLECT_ALERT_WEBHOOK_URL",
 )
 
@@ -73,17 +95,7 @@ def prepare_dagster_home(home: Path) -> Path:
 
 
 def set_pool_limits(instance: dg.DagsterInstance) -> None:
-    instance.event_log_storage.set_concurrency_slots("billcom", BILLCOM_POOL_LIMIT)
-
-
-def sandbox_environment(billcom_url: str, credentials: dict[str, str]) -> dict[str, str]:
-    return {
-        "BILLCOM_BASE_URL": f"{billcom_url}/api/v2",
-        "BILLCOM_USERNAME": credentials["username"],
-        "BILLCOM_PASSWORD": credentials["password"],
-        "BILLCOM_ORG_ID": credentials["org_id"],
-        "BILLCOM_DEV_KEY": credentials["dev_key"],
-    }
+    instance.event_log_storage.set_concurrency_slots("ar_source", AR_SOURCE_POOL_LIMIT)
 
 
 def demo_database_url() -> str:
@@ -112,7 +124,7 @@ class _LateApp:
 
 @dataclass
 class Services:
-    billcom: Any
+    ar: ARSandbox
     twilio: Any
     sendgrid: Any
     urls: dict[str, str]
@@ -123,31 +135,31 @@ class Services:
 
 @contextlib.contextmanager
 def services(*, invoices: int, customers: int, seed: int, database_url: str, dagster_home: Path,
-             ports: dict[str, int] | None = None, pump: bool = False) -> Iterator[Services]:
+             ports: dict[str, int] | None = None, pump: bool = False, ar_source: str = "billcom",
+             llm: bool = False) -> Iterator[Services]:
     """Start the sandboxes and the receiver on 127.0.0.1 and set (and yield) the environment that uses them."""
-    from agentcollect_pipeline.sandboxes.billcom import BillComSandbox
+    from agentcollect_pipeline.sandboxes import ar_sources
     from agentcollect_pipeline.sandboxes.sendgrid import SendGridSandbox
     from agentcollect_pipeline.sandboxes.server import serve_in_thread
     from agentcollect_pipeline.sandboxes.twilio import TwilioSandbox
     from agentcollect_pipeline.webhooks.app import receiver_from_environment
 
     ports = ports or {}
-    billcom = BillComSandbox()
-    billcom.seed(seed=seed, invoices=invoices, customers=customers)
+    ar = ar_sources.start(ar_source, seed=seed, invoices=invoices, customers=customers)
     twilio = TwilioSandbox()
     sendgrid = SendGridSandbox(deliver_after_s=0.5, webhook_timeout_s=30)
     late = _LateApp()
     servers = []
     try:
-        for name, app in (("billcom", billcom.app), ("twilio", twilio.app), ("sendgrid", sendgrid.app),
+        for name, app in (("ar_source", ar.app), ("twilio", twilio.app), ("sendgrid", sendgrid.app),
                           ("webhooks", late)):
             servers.append(serve_in_thread(app, port=ports.get(name, 0)))
-        urls = dict(zip(("billcom", "twilio", "sendgrid", "webhooks"), (s.url for s in servers), strict=True))
+        urls = dict(zip(("ar_source", "twilio", "sendgrid", "webhooks"), (s.url for s in servers), strict=True))
         secret = "demo-only-" + secrets.token_hex(16)  # a fresh signing secret per start, never a real one
         environment = {
             "DAGSTER_HOME": str(dagster_home),
             "AGENTCOLLECT_DATABASE_URL": database_url,
-            **sandbox_environment(urls["billcom"], billcom.credentials),
+            **ar.environment(urls["ar_source"]),
             "BILLCOM_WEBHOOK_SECURITY_KEY": "demo-only-" + secrets.token_hex(16),
             "TWILIO_ACCOUNT_SID": twilio.credentials["account_sid"],
             "TWILIO_AUTH_TOKEN": twilio.credentials["auth_token"],
@@ -161,17 +173,29 @@ def services(*, invoices: int, customers: int, seed: int, database_url: str, dag
             "AGENTCOLLECT_PAYMENT_WEBHOOK_SECRET": secret,
             "AGENTCOLLECT_UNSUBSCRIBE_SECRET": "demo-only-" + secrets.token_hex(16),
             "AGENTCOLLECT_OUTREACH_DRY_RUN": "false",
+            # Replies: Reply-To names the attempt (replies+att_…@…); the Parse URL carries a secret token.
+            "AGENTCOLLECT_EMAIL_REPLY_TO": REPLY_TO,
+            "AGENTCOLLECT_INBOUND_PARSE_TOKEN": "demo-only-" + secrets.token_hex(16),
         }
+        for name in ("AGENTCOLLECT_LLM_BASE_URL", "AGENTCOLLECT_LLM_MODEL", "AGENTCOLLECT_LLM_API_KEY"):
+            os.environ.pop(name, None)  # sandbox facts go to the local LLM sandbox (--llm) or to no LLM at all
+        if llm:
+            from agentcollect_pipeline.sandboxes.llm import DEFAULT_API_KEY, LLMSandbox
+
+            servers.append(serve_in_thread(LLMSandbox().app))
+            environment.update(AGENTCOLLECT_LLM_BASE_URL=servers[-1].url, AGENTCOLLECT_LLM_MODEL="sandbox-drafter",
+                               AGENTCOLLECT_LLM_API_KEY=DEFAULT_API_KEY)
         os.environ.update(environment)
         # Alerts of the demo's runs stay in the log: a real Slack webhook must not hear about sandbox runs.
         os.environ.pop("AGENTCOLLECT_ALERT_WEBHOOK_URL", None)
         late.target = receiver_from_environment(database_url)
         sendgrid.event_webhook_url = f"{urls['webhooks']}/webhooks/sendgrid/events"
+        sendgrid.inbound_parse_url = f"{urls['webhooks']}/webhooks/sendgrid/inbound/{environment['AGENTCOLLECT_INBOUND_PARSE_TOKEN']}"
         twilio.set_inbound_url(f"{urls['webhooks']}/webhooks/twilio/inbound")
         if pump:  # real-time status callbacks and events, for a long-running `make ui`
             twilio.start_pump(0.5)
             sendgrid.start_pump(0.5)
-        yield Services(billcom=billcom, twilio=twilio, sendgrid=sendgrid, urls=urls, environment=environment,
+        yield Services(ar=ar, twilio=twilio, sendgrid=sendgrid, urls=urls, environment=environment,
                        secret=secret, servers=servers)
     finally:
         for sandbox in (twilio, sendgrid):
@@ -213,21 +237,24 @@ class DemoResult:
     texts_received: int = 0
     calls_received: int = 0
     event: dict = field(default_factory=dict)
-    received_pays: list[dict] = field(default_factory=list)  # ReceivedPays carrying the event's key
+    source_payments: list[dict] = field(default_factory=list)  # payments at the AR source carrying the event's key
     amount_due_before: Decimal | None = None
     amount_due_after: Decimal | None = None
     notes: list[str] = field(default_factory=list)  # the customer's notes naming the posting key
+    replies: Any = None  # agent.demo_replies.ReplyFlow: the replies, their effects and notes
 
     @property
     def success(self) -> bool:
-        return self.collection_success and self.outreach_success and self.payment_success
+        return (self.collection_success and self.outreach_success and self.payment_success
+                and self.replies is not None and self.replies.success)
 
 
 def _quiet_logs() -> dict:
     return {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def demo(*, invoices: int, customers: int, seed: int, home: Path) -> DemoResult:
+def demo(*, invoices: int, customers: int, seed: int, home: Path, ar_source: str = "billcom",
+         llm: bool = False) -> DemoResult:
     """The demo, returning what happened (tests assert on it); `run_demo` prints and returns an exit code."""
     result = DemoResult()
     dagster_home = prepare_dagster_home(home)
@@ -239,7 +266,8 @@ def demo(*, invoices: int, customers: int, seed: int, home: Path) -> DemoResult:
             leftover.unlink(missing_ok=True)
         print(f"fresh demo database (the previous {database_file} was removed)")
     with services(invoices=invoices, customers=customers, seed=seed, database_url=database_url,
-                  dagster_home=dagster_home) as running, dg.DagsterInstance.get() as instance:
+                  dagster_home=dagster_home, ar_source=ar_source, llm=llm) as running, \
+            dg.DagsterInstance.get() as instance:
         # Built after the environment is set: the definitions read their resources from it.
         from agentcollect_pipeline.definitions import build_definitions
         from agentcollect_pipeline.resources import WarehouseResource
@@ -247,16 +275,17 @@ def demo(*, invoices: int, customers: int, seed: int, home: Path) -> DemoResult:
         defs = build_definitions()
         set_pool_limits(instance)
         urls = running.urls
-        print(f"Bill.com sandbox {urls['billcom']} ({customers} customers, {invoices} invoices); Twilio sandbox "
+        print(f"{running.ar.display_name} sandbox {urls['ar_source']} ({customers} customers, {invoices} invoices); "
+              f"Twilio sandbox "
               f"{urls['twilio']}; SendGrid sandbox {urls['sendgrid']}; webhook receiver {urls['webhooks']}")
         # The definitions bind secrets with EnvVar, resolved only inside runs: the demo's own handles.
         warehouse = WarehouseResource(database_url=database_url).get_warehouse()
 
-        print("\n== 1. collection_cycle: sync Bill.com, eligibility, cases, aging, outreach plan")
+        print(f"\n== 1. collection_cycle: sync {running.ar.display_name}, eligibility, cases, aging, outreach plan")
         cycle = defs.resolve_job_def("collection_cycle").execute_in_process(
             instance=instance, raise_on_error=False, run_config=_quiet_logs())
         result.collection_success = cycle.success
-        _print_cycle(cycle, warehouse)
+        _print_cycle(cycle, warehouse, running.ar.kind)
         if not cycle.success:
             return result
 
@@ -290,9 +319,14 @@ def demo(*, invoices: int, customers: int, seed: int, home: Path) -> DemoResult:
         print("\n== 3. a payment arrives: POST /webhooks/payments -> payment_events_sensor -> post_payment")
         _payment(result, defs, instance, warehouse, running)
 
+        print("\n== 4. customers reply: an SMS and an email reach the receiver, are understood, change the case")
+        from agentcollect_pipeline.agent.demo_replies import run_reply_flow
+
+        result.replies = run_reply_flow(defs, instance, warehouse, running, running.ar.kind, TWILIO_FROM, _quiet_logs())
+
         print("\n== where to look")
         print(f"   project database: {database_file}")
-        print("     tables: billcom_invoices, invoice_eligibility, collection_cases, ar_aging, outreach_plan,\n"
+        print(f"     tables: {running.ar.kind}_invoices, invoice_eligibility, collection_cases, ar_aging, outreach_plan,\n"
               "             outreach_attempts, payment_events, payments_posted, customer_notes, needs_review")
         print(f"     e.g. sqlite3 {database_file} 'select channel, status, count(*) from outreach_attempts group by 1, 2'")
         print(f"   Dagster runs (DAGSTER_HOME={dagster_home}): make ui — opens the UI on these runs with the sandboxes"
@@ -300,27 +334,28 @@ def demo(*, invoices: int, customers: int, seed: int, home: Path) -> DemoResult:
     return result
 
 
-def run_demo(*, invoices: int, customers: int, seed: int, home: Path) -> int:
+def run_demo(*, invoices: int, customers: int, seed: int, home: Path, ar_source: str = "billcom",
+             llm: bool = False) -> int:
     started = time.monotonic()
-    result = demo(invoices=invoices, customers=customers, seed=seed, home=home)
+    result = demo(invoices=invoices, customers=customers, seed=seed, home=home, ar_source=ar_source, llm=llm)
     verdict = "SUCCESS" if result.success else "FAILURE"
     print(f"\ndemo {verdict} in {time.monotonic() - started:.0f} s")
     return 0 if result.success else 1
 
 
-def _print_cycle(cycle: dg.ExecuteInProcessResult, warehouse) -> None:
+def _print_cycle(cycle: dg.ExecuteInProcessResult, warehouse, kind: str) -> None:
     from agentcollect_pipeline.warehouse import collections_schema as cs
     from agentcollect_pipeline.warehouse import schema
 
+    tables = schema.ar_tables(kind)
     print(f"   run {cycle.run_id}: {'SUCCESS' if cycle.success else 'FAILURE'}")
-    for table in (schema.billcom_customers, schema.billcom_customer_contacts, schema.billcom_invoices,
-                  schema.billcom_received_payments):
+    for table in (tables.customers, tables.customer_contacts, tables.invoices, tables.received_payments):
         flagged = warehouse.count(table, table.c.validation_status != "valid")
         print(f"   {table.name:<30} {warehouse.count(table):>6} rows ({flagged} flagged invalid/warning)")
     with warehouse.engine.connect() as conn:
         eligible = conn.execute(sa.text(
             "select e.currency, count(*), sum(i.amount_due_cents) from invoice_eligibility e "
-            "join billcom_invoices i on i.invoice_id = e.invoice_id "
+            f"join {tables.invoices.name} i on i.invoice_id = e.invoice_id "
             "where e.eligible group by e.currency order by e.currency")).all()
         reasons = conn.execute(sa.text(
             "select reason, count(*) from invoice_eligibility where not eligible "
@@ -367,7 +402,28 @@ def _print_outreach(result: DemoResult, run: dg.ExecuteInProcessResult, warehous
         print(f"   first email: to {to!r}, subject {request.get('subject')!r}")
 
 
-def _pick_invoice(warehouse) -> dict | None:
+def run_payment_sensor_once(defs: dg.Definitions, instance: dg.DagsterInstance, warehouse) -> list:
+    """One payment_events_sensor tick, as the daemon would evaluate it, and the post_payment runs it requests."""
+    from agentcollect_pipeline.payments.sensor import payment_events_sensor
+    from agentcollect_pipeline.resources import WarehouseResource
+
+    warehouse_resource = WarehouseResource(database_url=warehouse.engine.url.render_as_string(hide_password=False))
+    resources = {"warehouse": warehouse_resource, "payment_settings": defs.resources["payment_settings"]}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        tick = payment_events_sensor.evaluate_tick(context)
+    requests = list(tick.run_requests or [])
+    print(f"   payment_events_sensor: {len(requests)} run request(s) {[r.run_key for r in requests]}")
+    job = defs.resolve_job_def("post_payment")
+    return [
+        job.execute_in_process(
+            run_config={**(request.run_config or {}), **_quiet_logs()},
+            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": "payment_events_sensor"},
+            instance=instance, raise_on_error=False)
+        for request in requests
+    ]
+
+
+def _pick_invoice(warehouse, kind: str) -> dict | None:
     """An open invoice of an eligible case, preferably one we have just contacted about (USD first)."""
     with warehouse.engine.connect() as conn:
         contacted = [r[0] for r in conn.execute(sa.text(
@@ -376,8 +432,8 @@ def _pick_invoice(warehouse) -> dict | None:
         rows = conn.execute(sa.text(
             "select i.invoice_id, i.invoice_number, i.customer_id, i.currency, i.amount_due_cents, "
             "coalesce(c.company_name, c.name) as customer_name from invoice_eligibility e "
-            "join billcom_invoices i on i.invoice_id = e.invoice_id "
-            "left join billcom_customers c on c.customer_id = i.customer_id "
+            f"join {kind}_invoices i on i.invoice_id = e.invoice_id "
+            f"left join {kind}_customers c on c.customer_id = i.customer_id "
             "where e.eligible and i.amount_due_cents > 1 order by (i.currency = 'USD') desc, i.amount_due_cents desc"
         )).mappings().all()
     by_id = {row["invoice_id"]: dict(row) for row in rows}
@@ -392,17 +448,16 @@ def _payment(result: DemoResult, defs: dg.Definitions, instance: dg.DagsterInsta
              running: Services) -> None:
     from agentcollect_pipeline.money import from_minor_units
     from agentcollect_pipeline.payments.posting import posting_key
-    from agentcollect_pipeline.payments.sensor import payment_events_sensor
     from agentcollect_pipeline.warehouse.payments_schema import payments_posted
 
-    invoice = _pick_invoice(warehouse)
+    invoice = _pick_invoice(warehouse, running.ar.kind)
     if invoice is None:
         print("   no open eligible invoice to pay")
         return
     currency = invoice["currency"]
     half_cents = invoice["amount_due_cents"] // 2  # a partial payment: half of what is due
     amount = from_minor_units(half_cents, currency)
-    result.amount_due_before = Decimal(str(running.billcom.get("Invoice", invoice["invoice_id"])["amountDue"]))
+    result.amount_due_before = running.ar.amount_due(invoice["invoice_id"])
     event = {
         "event_id": f"demo-{secrets.token_hex(6)}",
         "occurred_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -419,53 +474,32 @@ def _payment(result: DemoResult, defs: dg.Definitions, instance: dg.DagsterInsta
           f"{format_money(invoice['amount_due_cents'], currency)} due) on {invoice['invoice_number']} of "
           f"{invoice['customer_name']} -> {answer}")
 
-    from agentcollect_pipeline.resources import BillComResource, WarehouseResource
-
-    warehouse_resource = WarehouseResource(database_url=warehouse.engine.url.render_as_string(hide_password=False))
-    resources = {"warehouse": warehouse_resource, "payment_settings": defs.resources["payment_settings"]}
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        tick = payment_events_sensor.evaluate_tick(context)
-    requests = list(tick.run_requests or [])
-    print(f"   payment_events_sensor: {len(requests)} run request(s) {[r.run_key for r in requests]}")
-    job = defs.resolve_job_def("post_payment")
-    runs = []
-    for request in requests:
-        runs.append(job.execute_in_process(
-            run_config={**(request.run_config or {}), **_quiet_logs()},
-            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": "payment_events_sensor"},
-            instance=instance, raise_on_error=False))
+    runs = run_payment_sensor_once(defs, instance, warehouse)
     for run in runs:
         print(f"   post_payment run {run.run_id}: {'SUCCESS' if run.success else 'FAILURE'}")
 
     key = posting_key("webhook", event["event_id"])
     with warehouse.engine.connect() as conn:
         ledger = conn.execute(sa.select(payments_posted).where(payments_posted.c.posting_key == key)).first()
-    result.received_pays = [p for p in running.billcom.entities("ReceivedPay") if p.get("refNumber") == key]
-    invoice_now = running.billcom.get("Invoice", invoice["invoice_id"])
-    result.amount_due_after = Decimal(str(invoice_now["amountDue"]))
-    credentials = running.billcom.credentials
-    client = BillComResource(
-        base_url=running.environment["BILLCOM_BASE_URL"], username=credentials["username"],
-        password=credentials["password"], org_id=credentials["org_id"], dev_key=credentials["dev_key"],
-        warehouse=warehouse_resource).get_client()
-    result.notes = [m.get("message", "") for m in client.list_messages(invoice["customer_id"])
-                    if key in (m.get("message") or "")]
-    result.payment_success = bool(runs) and all(r.success for r in runs) and len(result.received_pays) == 1
+    result.source_payments = running.ar.payments_with_reference(key)
+    result.amount_due_after = running.ar.amount_due(invoice["invoice_id"])
+    result.notes = [note for note in running.ar.notes(invoice["customer_id"]) if key in note]
+    result.payment_success = bool(runs) and all(r.success for r in runs) and len(result.source_payments) == 1
     print(f"   payments_posted: {ledger.status if ledger else 'no row'} (posting key {key})")
-    for pay in result.received_pays:
-        print(f"   Bill.com ReceivedPay {pay['id']}: {pay['amount']} {currency}, refNumber {pay['refNumber']}, "
+    for pay in result.source_payments:
+        print(f"   {running.ar.display_name} payment {pay['id']}: {pay['amount']} {currency}, reference {key}, "
               f"on invoice {invoice['invoice_number']}")
     print(f"   invoice {invoice['invoice_number']} amount due: {result.amount_due_before} -> "
           f"{result.amount_due_after} {currency}")
     for note in result.notes:
-        print(f"   note on customer {invoice['customer_id']} (ListMessage): {note}")
+        print(f"   note on customer {invoice['customer_id']} in {running.ar.display_name}: {note}")
     if not result.notes:
         print(f"   no note found on customer {invoice['customer_id']}")
 
 
 # -- make ui ------------------------------------------------------------------------------------------
 
-UI_PORTS = {"billcom": 8081, "twilio": 8082, "sendgrid": 8083, "webhooks": 8090}
+UI_PORTS = {"ar_source": 8081, "twilio": 8082, "sendgrid": 8083, "webhooks": 8090}
 
 
 def _workspace() -> Path:
@@ -475,19 +509,16 @@ def _workspace() -> Path:
 
 def write_example_event(running: Services, path: Path) -> dict | None:
     """A payment event file for a real open invoice of the sandbox (half of its amount due)."""
-    usd_customers = {c["id"] for c in running.billcom.entities("Customer") if c.get("invoiceCurrency") in (None, "", "USD")}
-    open_invoices = [i for i in running.billcom.entities("Invoice")
-                     if str(i.get("isActive")) == "1" and Decimal(str(i.get("amountDue") or 0)) > Decimal("1")
-                     and str(i.get("paymentStatus")) == "1" and i.get("customerId") in usd_customers]
+    open_invoices = [i for i in running.ar.open_invoices() if i["currency"] == "USD" and i["amount_due"] > 1]
     if not open_invoices:
         return None
-    invoice = max(open_invoices, key=lambda i: Decimal(str(i["amountDue"])))
+    invoice = max(open_invoices, key=lambda i: i["amount_due"])
     event = {
         "event_id": f"ui-{secrets.token_hex(6)}",
         "occurred_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "amount": str((Decimal(str(invoice["amountDue"])) / 2).quantize(Decimal("0.01"))),
+        "amount": str((invoice["amount_due"] / 2).quantize(Decimal("0.01"))),
         "currency": "USD",
-        "invoice_id": invoice["id"],
+        "invoice_id": invoice["invoice_id"],
         "method": "ach",
         "reference": "DEMO ACH TRACE 000000002",
         "payer": "Demo payer",
@@ -499,15 +530,15 @@ def write_example_event(running: Services, path: Path) -> dict | None:
 
 def run_ui(*, invoices: int, customers: int, seed: int, home: Path, port: int, sandbox_port: int,
            twilio_port: int = UI_PORTS["twilio"], sendgrid_port: int = UI_PORTS["sendgrid"],
-           webhooks_port: int = UI_PORTS["webhooks"]) -> int:
+           webhooks_port: int = UI_PORTS["webhooks"], ar_source: str = "billcom") -> int:
     """`make ui`: the Dagster UI and daemon on the demo's instance, with the sandboxes and the receiver."""
     import subprocess
 
     dagster_home = prepare_dagster_home(home)
     database_url = demo_database_url()
-    ports = {"billcom": sandbox_port, "twilio": twilio_port, "sendgrid": sendgrid_port, "webhooks": webhooks_port}
+    ports = {"ar_source": sandbox_port, "twilio": twilio_port, "sendgrid": sendgrid_port, "webhooks": webhooks_port}
     with services(invoices=invoices, customers=customers, seed=seed, database_url=database_url,
-                  dagster_home=dagster_home, ports=ports, pump=True) as running:
+                  dagster_home=dagster_home, ports=ports, pump=True, ar_source=ar_source) as running:
         # A quicker payment sensor than production's 15 s, unless you chose one.
         os.environ.setdefault("AGENTCOLLECT_PAYMENT_SENSOR_INTERVAL_SECONDS", "5")
         with dg.DagsterInstance.get() as instance:
@@ -515,7 +546,7 @@ def run_ui(*, invoices: int, customers: int, seed: int, home: Path, port: int, s
         event_file = Path(database_url.removeprefix("sqlite:///")).parent / "demo_payment_event.json"
         event = write_example_event(running, event_file)
         hooks = running.urls["webhooks"]
-        print(f"Bill.com sandbox {running.urls['billcom']}  Twilio sandbox {running.urls['twilio']}  "
+        print(f"{running.ar.display_name} sandbox {running.urls['ar_source']}  Twilio sandbox {running.urls['twilio']}  "
               f"SendGrid sandbox {running.urls['sendgrid']}  webhook receiver {hooks}")
         print(f"project database {database_url}; DAGSTER_HOME={dagster_home}")
         print(f"Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops everything)")

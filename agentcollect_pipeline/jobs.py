@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-# "payments": the 4-hourly sync also notes invoices paid in Bill.com and refreshes the fee ledger (the
+# "payments": the 4-hourly sync also notes invoices paid at the AR source and refreshes the fee ledger (the
 # payments_posted AssetSpec in that group has no compute; asset jobs skip it).
 COLLECTION_GROUPS = ["ar_source", "collections", "payments"]
 
@@ -14,8 +14,8 @@ collection_cycle = dg.define_asset_job(
     # (or a test) that leaves outreach out.
     selection=dg.AssetSelection.groups(*COLLECTION_GROUPS) | dg.AssetSelection.groups("outreach").roots(),
     description="Sync the AR source, run the collection rules and plan outreach. Runs every 4 hours and from the UI.",
-    # One process per run: every Bill.com call of the run shares one session and one 3-in-flight
-    # semaphore; the `billcom` pool keeps concurrent runs within the same limit.
+    # One process per run: every AR source call of the run shares one client (session or token, and the
+    # source's in-flight limit); the `ar_source` pool keeps concurrent runs within the same limit.
     executor_def=dg.in_process_executor,
     tags={"agentcollect/lane": "collection"},
 )

@@ -100,6 +100,9 @@ class BillComResource(dg.ConfigurableResource):
     read_timeout_s: float = 60.0
     max_attempts: int = Field(default=6, ge=1, description="bounded retries on 429/5xx/timeouts/BDC_1322")
     retry_base_delay_s: float = 0.25
+    v3_base_url: str | None = Field(
+        default=None, description="Bill.com v3 base, e.g. https://gateway.prod.bill.com/connect: invoice payment links"
+    )
     warehouse: WarehouseResource
 
     def get_client(self) -> BillComClient:
@@ -132,6 +135,7 @@ def _shared_client(resource: BillComResource) -> BillComClient:
                 str(resource.page_size),
                 str(resource.read_timeout_s),
                 str(resource.max_attempts),
+                resource.v3_base_url or "",
             ]
         ).encode()
     ).hexdigest()
@@ -150,6 +154,7 @@ def _shared_client(resource: BillComResource) -> BillComClient:
                 connect_timeout_s=resource.connect_timeout_s,
                 read_timeout_s=resource.read_timeout_s,
                 retry=RetryPolicy(max_attempts=resource.max_attempts, base_delay_s=resource.retry_base_delay_s),
+                v3_base_url=resource.v3_base_url,
             )
             _CLIENTS[fingerprint] = client
         return client

@@ -10,5 +10,5 @@ collection_cycle_every_4_hours = dg.ScheduleDefinition(
     # Quiet hours are enforced per debtor in code; the sync itself runs on a fixed clock.
     execution_timezone=env("AGENTCOLLECT_SCHEDULE_TIMEZONE") or "UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every 4 hours: sync Bill.com and refresh the collection tables.",
+    description="Every 4 hours: sync the AR source and refresh the collection tables.",
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.clients.billcom import BillComClient, InMemorySessionStore, RetryPolicy
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
 from agentcollect_pipeline.sandboxes.billcom import BillComSandbox, SandboxClock
@@ -58,6 +59,9 @@ class RunningBillCom:
             warehouse=warehouse,
             **overrides,
         )
+
+    def ar_source(self, warehouse: WarehouseResource, **overrides) -> ARSourceResource:
+        return ARSourceResource(kind="billcom", billcom=self.resource(warehouse, **overrides))
 
 
 def _start(invoices: int, customers: int, seed: int = 7) -> tuple[RunningBillCom, object]:

@@ -15,7 +15,7 @@ import pytest
 from agentcollect_pipeline.agent.composer import TONES, Composer, tone_for_step
 from agentcollect_pipeline.agent.guardrails import DraftPolicy, check_draft, sms_segments
 from agentcollect_pipeline.agent.llm import ChatClient, LLMConfig, LLMError, LLMReplyClassifier
-from agentcollect_pipeline.outreach.templates import InvoiceLine, MessageContext
+from agentcollect_pipeline.agent.message import InvoiceLine, MessageContext
 from agentcollect_pipeline.sandboxes.llm import DEFAULT_API_KEY, LLMSandbox
 from agentcollect_pipeline.sandboxes.server import serve_in_thread
 
@@ -101,7 +101,8 @@ def test_unknown_channel_or_tone():
 
 # ---- guardrails ----------------------------------------------------------------------------------------
 
-GOOD_SMS = "Acme Supply: 2,199.50 USD past due (invoice INV-1001, due 2026-01-15). Pay: https://pay.example/p/abc123 Reply STOP to opt out."
+GOOD_SMS = ("Acme Supply: 2,199.50 USD past due (invoice INV-1001, due 2026-01-15). Pay: https://pay.example/p/abc123 "
+            "Ref AC7F3K. Reply STOP to opt out.")
 
 
 def test_a_correct_sms_passes():
@@ -123,6 +124,7 @@ def test_a_correct_sms_passes():
     (GOOD_SMS + " Otherwise our attorney files a lawsuit.", "legal threat"),
     (GOOD_SMS.replace(" Reply STOP to opt out.", ""), "opt-out"),
     (GOOD_SMS.replace("Acme Supply: ", ""), "organisation not named"),
+    (GOOD_SMS.replace("Ref AC7F3K. ", ""), "reference missing"),
 ])
 def test_guardrails_refuse(bad, reason):
     reasons = check_draft("sms", None, bad, CTX)

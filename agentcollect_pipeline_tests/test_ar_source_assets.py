@@ -9,14 +9,16 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.resources import AlertWebhookResource, ARSyncSettings
 from agentcollect_pipeline.warehouse import schema
+
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
 
 
 def _resources(billcom, warehouse_resource, ar_settings):
     return {
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "warehouse": warehouse_resource,
         "ar_settings": ar_settings,
         "alerts": AlertWebhookResource(),

@@ -10,13 +10,15 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.resources import AlertWebhookResource
 from agentcollect_pipeline.rules.eligibility import Reason
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import schema
+
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
 
 AS_OF = "2026-11-26"  # the sandbox clock's date (conftest.SANDBOX_START)
 ASSET_NAMES = ("invoice_eligibility", "collection_cases", "ar_aging")
@@ -40,7 +42,7 @@ def _run(billcom, warehouse_resource, ar_settings, policy, *, with_sync=True, **
     return dg.materialize(
         assets,
         resources={
-            "billcom": billcom.resource(warehouse_resource),
+            "ar_source": billcom.ar_source(warehouse_resource),
             "warehouse": warehouse_resource,
             "ar_settings": ar_settings,
             "alerts": AlertWebhookResource(),

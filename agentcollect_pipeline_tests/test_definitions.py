@@ -57,22 +57,22 @@ def test_the_one_definitions_object_is_loadable_and_complete():
     assert defs.resolve_schedule_def("send_due_outreach_every_15_minutes").cron_schedule == "*/15 * * * *"
 
 
-def test_billcom_pool_guards_every_billcom_asset():
+def test_ar_source_pool_guards_every_asset_calling_the_source():
     for asset in definitions.defs.assets:
         # An AssetSpec (payments_posted) has no compute; the ops writing it take the slot themselves.
         if isinstance(asset, dg.AssetSpec):
             continue
-        # The collections assets and fee_ledger make no Bill.com call, so they take no billcom slot.
+        # The collections assets and fee_ledger make no AR source call, so they take no ar_source slot.
         # outreach_plan is pure planning on the warehouse and customer_replies reads our own table;
         # outreach_attempts re-reads invoices, so it does.
         if asset.group_names_by_key[asset.key] != "collections" and asset.key not in (
             dg.AssetKey("fee_ledger"), dg.AssetKey("outreach_plan"), dg.AssetKey("customer_replies")
         ):
-            assert asset.op.pool == "billcom"
+            assert asset.op.pool == "ar_source"
 
 
 def test_secrets_are_bound_as_env_vars_not_values():
-    billcom = definitions.build_resources()["billcom"]
+    billcom = definitions.build_resources("billcom")["ar_source"].billcom
     for field in ("username", "password", "org_id", "dev_key", "base_url"):
         assert isinstance(getattr(billcom, field), dg.EnvVar), field
 
@@ -192,3 +192,26 @@ def test_a_failed_non_blocking_check_in_a_successful_run_is_alerted():
         failed_check_alert(context)
         assert receiver.received.wait(5)
     assert "ledger_total:ledger_total_reconciles" in receiver.bodies[0]["text"]
+
+
+@pytest.mark.parametrize("source", ["qbo", "netsuite"])
+def test_a_configuration_that_would_record_a_payment_twice_is_refused_at_load(source, monkeypatch):
+    # Bill.com's own AR sync carries payments into this ledger; posting there too would double them.
+    monkeypatch.setenv("AGENTCOLLECT_AR_SOURCE", source)
+    monkeypatch.setenv("AGENTCOLLECT_BILLCOM_SYNCS_AR_TO", source)
+    with pytest.raises(ValueError, match="twice"):
+        definitions.build_definitions()
+
+
+def test_an_unknown_ar_source_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("AGENTCOLLECT_AR_SOURCE", "xero")
+    with pytest.raises(ValueError, match="AGENTCOLLECT_AR_SOURCE"):
+        definitions.build_definitions()
+
+
+def test_billcom_as_source_may_sync_to_an_accounting_system(monkeypatch):
+    # Payments go to Bill.com only; its sync carries them one way into QBO.
+    monkeypatch.setenv("AGENTCOLLECT_AR_SOURCE", "billcom")
+    monkeypatch.setenv("AGENTCOLLECT_BILLCOM_SYNCS_AR_TO", "qbo")
+    defs = definitions.build_definitions()
+    assert defs.resources["ar_source"].kind == "billcom"

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.payments import fees
 from agentcollect_pipeline.payments.assets import fee_ledger
 from agentcollect_pipeline.payments.posting import posting_key
@@ -122,7 +123,7 @@ def populate(warehouse):
 
 def test_only_overdue_payments_after_our_outreach_and_within_its_window_are_attributed(book):
     rule = fees.FeeRule(percent=Decimal("10"), window_days=30, timezone="UTC")
-    rows = fees.compute(book, rule, NOW)
+    rows = fees.compute(book, schema.ar_tables("billcom"), rule, NOW)
     assert [(r["invoice_id"], r["amount_cents"], r["fee_cents"], r["source"]) for r in rows] == [
         ("a", 40_005, 4_000, "billcom"),  # 4000.5 -> 4000 (half to even)
         ("g", 30_001, 3_000, "agentcollect"),
@@ -139,13 +140,14 @@ def test_a_posted_payment_is_counted_once_after_the_sync_brings_it_back(book):
         payment, lines = _payment("p7", "C1", date(2026, 10, 7), [("g", 30_001)])
         book.upsert(conn, schema.billcom_received_payments, [payment])
         book.upsert(conn, schema.billcom_received_payment_lines, lines)
-    rows = fees.compute(book, fees.FeeRule(Decimal("10"), 30, "UTC"), NOW)
+    rows = fees.compute(book, schema.ar_tables("billcom"), fees.FeeRule(Decimal("10"), 30, "UTC"), NOW)
     assert [(r["invoice_id"], r["source"]) for r in rows if r["invoice_id"] == "g"] == [("g", "billcom")]
 
 
 def test_fee_ledger_asset_rewrites_its_table(book, warehouse_resource):
     resources = {
         "warehouse": warehouse_resource,
+        "ar_source": ARSourceResource(kind="billcom"),  # only its tables are read: no source call
         "ar_settings": ARSyncSettings(org_timezone="UTC"),
         "payment_settings": PaymentSettings(fee_percent="12.5", fee_attribution_window_days=0),
     }

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS
 from agentcollect_pipeline.assets.outreach import OUTREACH_ASSETS
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
@@ -24,6 +24,8 @@ from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.webhooks.outreach import OutreachWebhooks
+
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
 
 AS_OF = "2026-11-26"
 FROM = "+15005550006"
@@ -55,7 +57,7 @@ def world(billcom, warehouse_resource, ar_settings, tmp_path: Path):
     servers.append(hook_server)
     sendgrid.event_webhook_url = f"{hook_server.url}/webhooks/sendgrid/events"
     resources = {
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "warehouse": warehouse_resource,
         "ar_settings": ar_settings,
         "alerts": AlertWebhookResource(),

@@ -1,7 +1,7 @@
 """Pure outreach rules: quiet hours, the outreach policy section, and the planner (incl. a month simulated)."""
 
 import random
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -195,12 +195,12 @@ _STATES = [("NY", "+1212555", "America/New_York"), ("CA", "+1415555", "America/L
            ("AZ", "+1602555", "America/Phoenix"), (None, "+1800555", None)]
 
 
-def _simulate(seed: int, days: int = 30, customers: int = 16) -> dict:
+def _simulate(seed: int, days: int = 30, customers: int = 16, extra_policy: str = "") -> dict:
     rng = random.Random(seed)
     start = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
     policy = parse_policy(
         "outreach:\n  escalation: {voice_at_total_due: {USD: 20000.00}}\n"
-        "  caps: {contacts_per_customer_per_day: 1, calls_per_7_days: 2}\n"
+        "  caps: {contacts_per_customer_per_day: 1, calls_per_7_days: 2}\n" + extra_policy
     ).outreach
     rows, consents = [], []
     invoices: dict[str, dict] = {}
@@ -279,6 +279,9 @@ def _check_month(world: dict) -> None:
         for zone in zones:
             local = s["at"].astimezone(ZoneInfo(zone))
             assert time(8) <= local.time() < time(21), (s, zone)
+            policy = world["policy"]
+            assert local.date() not in policy.holidays, (s, zone)
+            assert not (policy.business_days_only and local.weekday() >= 5), (s, zone)
             key = (s["customer_id"], zone, local.date())
             assert key not in per_day, f"two contacts in one day: {s}"
             per_day.add(key)
@@ -313,3 +316,65 @@ def test_a_month_at_15_minute_steps_never_breaks_the_rules(seed):
     world = _simulate(seed)
     _check_month(world)
     assert {s["channel"] for s in world["sent"]} >= {"email"}
+
+
+# -- business days and holidays ---------------------------------------------------------------------
+
+
+def test_business_days_and_holidays_are_validated_strictly():
+    policy = parse_policy("outreach:\n  business_days_only: true\n  holidays: [2026-12-25, '2027-01-01']\n").outreach
+    assert policy.business_days_only
+    assert policy.holidays == {date(2026, 12, 25), date(2027, 1, 1)}
+    assert not OutreachPolicy().business_days_only and not OutreachPolicy().holidays
+    for text, key in [
+        ("outreach: {business_days_only: 'yes please'}\n", "outreach.business_days_only"),
+        ("outreach: {business_days_only: 1}\n", "outreach.business_days_only"),
+        ("outreach: {holidays: 2026-12-25}\n", "outreach.holidays"),
+        ("outreach: {holidays: [2026-12-25, 'Christmas']}\n", "outreach.holidays[1]"),
+        ("outreach: {holidays: ['2026-02-30']}\n", "outreach.holidays[0]"),
+        ("outreach: {holidays: [2026-12-25T10:00:00Z]}\n", "outreach.holidays[0]"),
+    ]:
+        with pytest.raises(PolicyError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            parse_policy(text)
+
+
+def test_a_step_on_a_weekend_or_holiday_waits_for_the_next_business_day():
+    customers, points = _book()  # New York
+    policy = parse_policy("outreach:\n  business_days_only: true\n  holidays: [2026-11-30]\n").outreach
+    saturday = datetime(2026, 11, 28, 17, 0, tzinfo=UTC)  # 12:00 New York, Saturday
+    plan = _plan(_case(), customers, points, now=saturday, policy=policy)
+    assert plan.due.empty
+    reason, next_at = plan.waiting[["reason", "next_at"]].iloc[0]
+    assert reason.startswith("not a business day") and "Saturday" in reason
+    # Sunday, then Monday 30 November (a holiday): Tuesday 08:00 New York.
+    assert next_at == datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
+    assert not _plan(_case(), customers, points, now=next_at, policy=policy).due.empty
+    # Without business_days_only a listed holiday still blocks, a weekend does not.
+    holidays_only = parse_policy("outreach:\n  holidays: [2026-11-30]\n").outreach
+    assert not _plan(_case(), customers, points, now=saturday, policy=holidays_only).due.empty
+    monday = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
+    plan = _plan(_case(), customers, points, now=monday, policy=holidays_only)
+    assert plan.due.empty and "(holiday)" in plan.waiting["reason"].iloc[0]
+    # Outside the window on Friday night: the next moment skips the weekend too.
+    friday_night = datetime(2026, 11, 28, 3, 0, tzinfo=UTC)  # Friday 22:00 New York
+    plan = _plan(_case(), customers, points, now=friday_night, policy=policy)
+    assert plan.waiting["next_at"].iloc[0] == datetime(2026, 12, 1, 13, 0, tzinfo=UTC)
+
+
+def test_business_days_hold_in_every_candidate_zone():
+    # Billing address in Hawaii, number in New York. At 05:00 UTC on Tuesday 1 December it is Tuesday in
+    # New York but still Monday 30 November (the holiday) in Honolulu: no contact until Honolulu's midnight.
+    customers, points = _book(bill_state="HI", phone_e164="+12125550100")
+    policy = parse_policy("outreach:\n  holidays: [2026-11-30]\n  windows: {email: {start: '00:00', end: '23:59'}}\n"
+                          ).outreach
+    tuesday_ny = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)  # 00:00 New York Tuesday, 19:00 Honolulu Monday
+    plan = _plan(_case(), customers, points, now=tuesday_ny, policy=policy)
+    assert plan.due.empty and "Pacific/Honolulu 2026-11-30 (holiday)" in plan.waiting["reason"].iloc[0]
+    assert plan.waiting["next_at"].iloc[0] == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)  # Honolulu midnight
+
+
+def test_a_month_on_business_days_keeps_every_rule_and_skips_weekends_and_holidays():
+    world = _simulate(11, extra_policy="  business_days_only: true\n  holidays: [2026-11-26, 2026-11-27]\n")
+    _check_month(world)
+    days = {s["at"].astimezone(ZoneInfo("America/New_York")).date() for s in world["sent"]}
+    assert days and all(d.weekday() < 5 and d not in (date(2026, 11, 26), date(2026, 11, 27)) for d in days)

@@ -12,17 +12,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.jobs import collection_cycle
 from agentcollect_pipeline.payments import billcom_events
-from agentcollect_pipeline.payments.assets import (
-    PAYMENTS_ASSETS,
-    billcom_invoice_events_sensor,
-    paid_invoices_check,
-    recently_paid_invoices_sensor,
-)
+from agentcollect_pipeline.payments.assets import PAYMENTS_ASSETS, build_paid_invoices_lane
 from agentcollect_pipeline.payments.intake import normalise_event, store_events
 from agentcollect_pipeline.payments.job import post_payment
 from agentcollect_pipeline.resources import PaymentSettings
@@ -33,6 +28,9 @@ from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.payments_schema import billcom_webhook_events, invoices_paid_in_billcom
 from agentcollect_pipeline.webhooks.app import WebhookReceiver
 from agentcollect_pipeline_tests.conftest import RunningBillCom
+
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
+paid_invoices_check, (recently_paid_invoices_sensor, billcom_invoice_events_sensor) = build_paid_invoices_lane("billcom")
 
 SECURITY_KEY = "bill-webhook-security-key-test-only"
 
@@ -94,7 +92,7 @@ def book(warehouse_resource, ar_settings):
     billcom = RunningBillCom(sandbox=sandbox, clock=clock, url=server.url)
     resources = {
         "warehouse": warehouse_resource,
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "ar_settings": ar_settings,
         "payment_settings": PaymentSettings(retry_after_minutes=0, reservation_lease_seconds=0),
         "collection_policy": CollectionPolicyResource(),

@@ -108,7 +108,7 @@ def make_lane(billcom, warehouse_resource, ar_settings):
     settings = PaymentSettings(batch_size=50, retry_after_minutes=0, max_attempts=3, reservation_lease_seconds=0)
     resources = {
         "warehouse": warehouse_resource,
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "ar_settings": ar_settings,
         "payment_settings": settings,
     }
@@ -332,7 +332,7 @@ def test_a_timed_out_post_is_looked_up_never_resent(billcom, warehouse_resource,
     settings = PaymentSettings(retry_after_minutes=0, reservation_lease_seconds=0)
     resources = {
         "warehouse": warehouse_resource,
-        "billcom": billcom.resource(warehouse_resource, read_timeout_s=0.5),
+        "ar_source": billcom.ar_source(warehouse_resource, read_timeout_s=0.5),
         "ar_settings": ar_settings,
         "payment_settings": settings,
     }
@@ -464,7 +464,7 @@ def test_notes_are_written_once_per_fact(lane):
     from agentcollect_pipeline.payments.posting import PaymentPoster
 
     customer = lane.billcom.sandbox.entities("Customer")[0]["id"]
-    source = lane.resources["billcom"].get_source(lane.resources["ar_settings"])
+    source = lane.resources["ar_source"].get_source(lane.resources["ar_settings"])
     poster = PaymentPoster(lane.warehouse, source)
     first = poster.write_note("dispute:INV-9", customer, "AgentCollect: dispute opened on INV-9")
     second = poster.write_note("dispute:INV-9", customer, "AgentCollect: dispute opened on INV-9")

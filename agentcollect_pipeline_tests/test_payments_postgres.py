@@ -30,7 +30,7 @@ def pg_lane(billcom, postgres_url, ar_settings):
     warehouse_resource = WarehouseResource(database_url=postgres_url)
     resources = {
         "warehouse": warehouse_resource,
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "ar_settings": ar_settings,
         "payment_settings": PaymentSettings(retry_after_minutes=0, max_attempts=3, reservation_lease_seconds=0),
     }
@@ -77,7 +77,7 @@ def test_payments_end_to_end_on_postgres(pg_lane):
     (item,) = list_items(lane.warehouse)
     assert item["reason"] == "overpayment" and item["amount_cents"] == 5000
 
-    source = lane.resources["billcom"].get_source(lane.resources["ar_settings"])
+    source = lane.resources["ar_source"].get_source(lane.resources["ar_settings"])
     poster = PaymentPoster(lane.warehouse, source, policy=lane.resources["payment_settings"].policy())
     decision = resolve_to_invoice(poster, item["review_id"], invoice["id"], by="alice", why="belongs to the big one")
     assert decision.resolution == "posted"
@@ -114,7 +114,7 @@ def test_fee_ledger_and_paid_in_billcom_queries_on_postgres(postgres_url):
     warehouse = WarehouseResource(database_url=postgres_url).get_warehouse()
     try:
         populate(warehouse)
-        rows = fees.compute(warehouse, fees.FeeRule(Decimal("10"), 30, "UTC"), NOW)
+        rows = fees.compute(warehouse, schema.ar_tables("billcom"), fees.FeeRule(Decimal("10"), 30, "UTC"), NOW)
         fees.rewrite(warehouse, rows)
         assert [(r["invoice_id"], r["fee_cents"]) for r in rows] == [("a", 4_000), ("g", 3_000), ("e", 2_000)]
         with warehouse.transaction() as conn:
@@ -124,9 +124,9 @@ def test_fee_ledger_and_paid_in_billcom_queries_on_postgres(postgres_url):
                 .values(updated_at=datetime(2026, 10, 5, 9, tzinfo=UTC))
             )
         # "a" was paid in Bill.com while its case was open; "g" was paid by our posting, so it is not.
-        found = paid_in_billcom.detect(warehouse, timezone="UTC", now=NOW)
+        found = paid_in_billcom.detect(warehouse, schema.ar_tables("billcom"), timezone="UTC", now=NOW)
         assert [r["invoice_id"] for r in found] == ["a"]
-        assert paid_in_billcom.detect(warehouse, timezone="UTC", now=NOW) == []
+        assert paid_in_billcom.detect(warehouse, schema.ar_tables("billcom"), timezone="UTC", now=NOW) == []
         assert [r["invoice_id"] for r in paid_in_billcom.unnoted(warehouse)] == ["a"]
     finally:
         warehouse.engine.dispose()

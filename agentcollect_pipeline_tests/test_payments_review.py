@@ -24,7 +24,7 @@ def lane(billcom, warehouse_resource, ar_settings):
 
 
 def _poster(lane: Lane) -> PaymentPoster:
-    source = lane.resources["billcom"].get_source(lane.resources["ar_settings"])
+    source = lane.resources["ar_source"].get_source(lane.resources["ar_settings"])
     return PaymentPoster(lane.warehouse, source, policy=lane.resources["payment_settings"].policy())
 
 
@@ -123,7 +123,7 @@ def test_a_given_up_event_is_resolved_once_even_if_its_post_had_landed(lane, mon
     assert lane.ledger("evt_gone")["status"] == "reserved"
 
     # A straggling write landed after all (e.g. a worker that was only slow): its key is at Bill.com.
-    source = lane.resources["billcom"].get_source(lane.resources["ar_settings"])
+    source = lane.resources["ar_source"].get_source(lane.resources["ar_settings"])
     landed = source.record_payment(PaymentToRecord(
         customer_id=invoice["customerId"], invoice_id=invoice["id"], amount_cents=6000, currency="USD",
         payment_date=date.fromisoformat(invoice["invoiceDate"]), method="ach", reference=posting_key("webhook", "evt_gone"),

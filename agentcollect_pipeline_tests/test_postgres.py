@@ -9,12 +9,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS, AR_SOURCE_CHECKS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.assets.collections import COLLECTIONS_ASSETS, COLLECTIONS_CHECKS
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.resources import AlertWebhookResource, ARSyncSettings, WarehouseResource
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import schema
+
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
 
 pytestmark = pytest.mark.postgres
 
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.postgres
 def test_sync_and_rules_on_postgres_instance_and_warehouse(billcom, postgres_url):
     warehouse_resource = WarehouseResource(database_url=postgres_url)
     resources = {
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "warehouse": warehouse_resource,
         "ar_settings": ARSyncSettings(max_invalid_share=0.2),
         "collection_policy": CollectionPolicyResource(),

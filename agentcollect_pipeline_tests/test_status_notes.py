@@ -8,19 +8,21 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import AR_SOURCE_ASSETS
+from agentcollect_pipeline.assets.ar_source import build_ar_source_assets
 from agentcollect_pipeline.payments.assets import customer_status_notes
 from agentcollect_pipeline.resources import PaymentSettings
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
 
+AR_SOURCE_ASSETS, AR_SOURCE_CHECKS = build_ar_source_assets("billcom")
+
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
 
 def _resources(billcom, warehouse_resource, ar_settings):
     return {
-        "billcom": billcom.resource(warehouse_resource),
+        "ar_source": billcom.ar_source(warehouse_resource),
         "warehouse": warehouse_resource,
         "ar_settings": ar_settings,
         "payment_settings": PaymentSettings(),

@@ -196,7 +196,7 @@ def main() -> int:
                                password=credentials["password"], org_id=credentials["org_id"],
                                dev_key=credentials["dev_key"], session_store=WarehouseSessionStore(warehouse))
         source = BillComARSource(client)
-        sync.sync_stream(sync.CUSTOMERS, source.customers_changed, warehouse)
+        sync.sync_stream(sync.streams_for("billcom").customers, source.customers_changed, warehouse)
         currencies = sync.customer_currencies(warehouse)
         client.close()
         now = datetime.now(UTC)

@@ -84,17 +84,17 @@ def run_sync(sandbox: SandboxProcess, warehouse: Warehouse, *, logout: bool) -> 
     sandbox.reset_stats()
     started = time.perf_counter()
     changed = {}
-    changed["customers"] = sync.sync_stream(sync.CUSTOMERS, source.customers_changed, warehouse).rows_changed
+    changed["customers"] = sync.sync_stream(sync.streams_for("billcom").customers, source.customers_changed, warehouse).rows_changed
     regions = sync.customer_regions(warehouse)
     changed["contacts"] = sync.sync_stream(
-        sync.CONTACTS, lambda since: source.contacts_changed(since, regions), warehouse
+        sync.streams_for("billcom").contacts, lambda since: source.contacts_changed(since, regions), warehouse
     ).rows_changed
     currencies = sync.customer_currencies(warehouse)
     changed["invoices"] = sync.sync_stream(
-        sync.INVOICES, lambda since: source.invoices_changed(since, currencies.get), warehouse
+        sync.streams_for("billcom").invoices, lambda since: source.invoices_changed(since, currencies.get), warehouse
     ).rows_changed
     changed["received_payments"] = sync.sync_stream(
-        sync.RECEIVED_PAYMENTS, lambda since: source.received_payments_changed(since, currencies.get), warehouse
+        sync.streams_for("billcom").received_payments, lambda since: source.received_payments_changed(since, currencies.get), warehouse
     ).rows_changed
     if logout:
         client.logout()

@@ -8,7 +8,10 @@ it passes). The rules (issue 7):
   legal threats (lawsuit, attorney, credit bureau, collection agency, arrest...);
 - SMS fits in `max_sms_segments` (GSM-7: 160 septets single / 153 per part; UCS-2: 70 / 67 code units);
 - opt-out: the unsubscribe link in email, "Reply STOP" in SMS; voice opens with the automated-call disclosure;
-- the organisation is named.
+- the organisation is named; email and SMS carry "Ref <reference>" (replies and reconciliation find them by it).
+Purposes: `reminder` and `copy` (the invoices and link a debtor asked for) as above; `followup` (a promise to
+pay that passed) may also name the promised date; `voicemail` is a limited-content message (others may hear
+a recording): the disclosure and the organisation, and no amount, invoice number, date or link at all.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
+from agentcollect_pipeline.agent.message import MessageContext
 from agentcollect_pipeline.money import MINOR_UNIT_EXPONENT, MoneyError, to_minor_units
-from agentcollect_pipeline.outreach.templates import MessageContext
 
-__all__ = ["DraftPolicy", "check_draft", "sms_segments"]
+__all__ = ["PURPOSES", "DraftPolicy", "check_draft", "sms_segments"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,11 @@ def _minor(raw: str, currency: str) -> int | None:
         return None
 
 
-def _case_dates(ctx: MessageContext) -> set[date]:
-    return {line.due_date for line in ctx.invoices if line.due_date is not None}
+def _case_dates(ctx: MessageContext, purpose: str = "reminder") -> set[date]:
+    dates = {line.due_date for line in ctx.invoices if line.due_date is not None}
+    if purpose == "followup" and ctx.promised_date is not None:
+        dates.add(ctx.promised_date)
+    return dates
 
 
 def _date_ok(m: re.Match[str], dues: set[date]) -> bool:
@@ -118,14 +124,19 @@ def _date_ok(m: re.Match[str], dues: set[date]) -> bool:
         return False
 
 
+PURPOSES = ("reminder", "copy", "followup", "voicemail")
+
+
 def check_draft(channel: str, subject: str | None, text: str, ctx: MessageContext,
-                policy: DraftPolicy | None = None) -> list[str]:
+                policy: DraftPolicy | None = None, purpose: str = "reminder") -> list[str]:
     """Reasons this draft must not be sent (empty list: it may be sent)."""
     policy = policy or DraftPolicy()
     reasons: list[str] = []
     full = f"{subject}\n{text}" if subject else text
     if not text or not text.strip():
         return ["empty draft"]
+    if purpose == "voicemail":
+        return _check_voicemail(text, ctx, policy)
 
     # Links first (they may contain digits), then known tokens are masked before amounts/dates are read.
     allowed_links = {ctx.payment_link, ctx.unsubscribe_url}
@@ -144,7 +155,7 @@ def check_draft(channel: str, subject: str | None, text: str, ctx: MessageContex
     for m in _INVOICE_SHAPE.finditer(masked):
         reasons.append(f"invoice number not in case: {m.group(0)}")
 
-    dues = _case_dates(ctx)
+    dues = _case_dates(ctx, purpose)
     for m in _DATES.finditer(masked):
         if not _date_ok(m, dues):
             reasons.append(f"date not a due date of the case: {m.group(0)}")
@@ -182,14 +193,10 @@ def check_draft(channel: str, subject: str | None, text: str, ctx: MessageContex
         reasons.append("organisation not named")
     if channel in ("email", "sms") and ctx.payment_link not in full:
         reasons.append("payment link missing")
+    if channel in ("email", "sms") and ctx.reference and not re.search(rf"\bRef\W{{0,3}}{re.escape(ctx.reference)}\b", full):
+        reasons.append(f"reference missing (Ref {ctx.reference}: how replies and reconciliation find the message)")
 
-    for allowed, pattern, label in ((policy.allow_discounts, DISCOUNT, "discount"),
-                                    (policy.allow_waivers, WAIVER, "waiver"),
-                                    (policy.allow_settlement_offers, SETTLEMENT, "settlement/payment-plan offer"),
-                                    (policy.allow_legal_mentions, LEGAL, "legal threat")):
-        found = pattern.search(full)
-        if found and not allowed:
-            reasons.append(f"{label} not allowed by policy: {found.group(0)!r}")
+    reasons += _promises(full, policy)
 
     if channel == "email":
         if ctx.unsubscribe_url not in text:
@@ -205,3 +212,34 @@ def check_draft(channel: str, subject: str | None, text: str, ctx: MessageContex
     elif channel == "voice" and "automated" not in text.lower():
         reasons.append("automated-call disclosure missing")
     return reasons
+
+
+def _promises(full: str, policy: DraftPolicy) -> list[str]:
+    reasons = []
+    for allowed, pattern, label in ((policy.allow_discounts, DISCOUNT, "discount"),
+                                    (policy.allow_waivers, WAIVER, "waiver"),
+                                    (policy.allow_settlement_offers, SETTLEMENT, "settlement/payment-plan offer"),
+                                    (policy.allow_legal_mentions, LEGAL, "legal threat")):
+        found = pattern.search(full)
+        if found and not allowed:
+            reasons.append(f"{label} not allowed by policy: {found.group(0)!r}")
+    return reasons
+
+
+def _check_voicemail(text: str, ctx: MessageContext, policy: DraftPolicy) -> list[str]:
+    """A recording may be heard by anyone: no balance, invoice, date or link; disclosure and organisation."""
+    reasons: list[str] = []
+    masked = text.replace(ctx.org_name, " ") if ctx.org_name else text
+    if _URL.search(masked):
+        reasons.append("voicemail carries a link")
+    if any(line.number in text for line in ctx.invoices) or _INVOICE_REF.search(masked) or _INVOICE_SHAPE.search(masked):
+        reasons.append("voicemail names an invoice")
+    if _DATES.search(masked):
+        reasons.append("voicemail names a date")
+    if _AMOUNT.search(masked) or _PERCENT.search(masked):
+        reasons.append("voicemail names an amount")
+    if ctx.org_name and ctx.org_name not in text:
+        reasons.append("organisation not named")
+    if "automated" not in text.lower():
+        reasons.append("automated-call disclosure missing")
+    return reasons + _promises(text, policy)

@@ -15,6 +15,39 @@ from typing import Any
 CurrencyLookup = Callable[[str | None], str | None]
 
 
+class ARSourceError(Exception):
+    """The AR source answered with a definite refusal (an error envelope): nothing was written.
+
+    Carries the provider's code and message, never a secret."""
+
+    def __init__(self, code: str, message: str, operation: str, http_status: int | None = None):
+        self.code = code
+        self.message = message
+        self.operation = operation
+        self.http_status = http_status
+        super().__init__(f"{operation} failed with {code}: {message}")
+
+
+class ARRecordNotFoundError(ARSourceError):
+    """The record asked for by id does not exist at the AR source. `missing_ids` names them when known, so a
+    batched read can go on without them."""
+
+    missing_ids: list[str] = []
+
+
+class ARTransportError(Exception):
+    """Network failures, timeouts or HTTP 429/5xx that outlasted the retry budget (before any write landed)."""
+
+
+class AROutcomeUnknownError(Exception):
+    """A write may or may not have been applied (timeout or 5xx after sending). Reconcile by reading back."""
+
+    def __init__(self, operation: str, reason: str):
+        self.operation = operation
+        self.reason = reason
+        super().__init__(f"{operation}: outcome unknown ({reason}); read back before trying again")
+
+
 @dataclass
 class ChangeBatch:
     """One page of changed records: rows to upsert, child rows (e.g. payment lines), and rejects."""
@@ -39,7 +72,8 @@ class PaymentToRecord:
 
 
 class ARSource(abc.ABC):
-    name: str
+    name: str  # billcom | qbo | netsuite: prefixes the source's tables and assets
+    display_name: str  # what finance reads in notes and logs, e.g. "QuickBooks Online"
 
     @abc.abstractmethod
     def customers_changed(self, since: datetime | None) -> Iterator[ChangeBatch]: ...
@@ -66,6 +100,11 @@ class ARSource(abc.ABC):
         """Invoices with this number for this customer (payment matching). Not abstract so existing
         sources keep working until they implement it."""
         raise NotImplementedError(f"{type(self).__name__} cannot look invoices up by number")
+
+    @abc.abstractmethod
+    def latest_invoice_change(self, since: datetime) -> datetime | None:
+        """The newest invoice change after `since`, or None, in ONE call: the paid-invoices poller runs it
+        every few minutes, so a quiet book must cost a single request."""
 
     @abc.abstractmethod
     def record_payment(self, payment: PaymentToRecord) -> dict[str, Any]: ...

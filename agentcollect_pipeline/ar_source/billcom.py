@@ -24,6 +24,7 @@ PAYMENT_TYPES = {"cash": "0", "check": "1", "card": "2", "ach": "3", "paypal": "
 
 class BillComARSource(ARSource):
     name = "billcom"
+    display_name = "Bill.com"
 
     def __init__(
         self,

@@ -33,15 +33,29 @@ class Stream:
         return self.table.primary_key.columns.values()[0].name
 
 
-CUSTOMERS = Stream("billcom_customers", schema.billcom_customers)
-CONTACTS = Stream("billcom_customer_contacts", schema.billcom_customer_contacts)
-INVOICES = Stream("billcom_invoices", schema.billcom_invoices)
-RECEIVED_PAYMENTS = Stream(
-    "billcom_received_payments",
-    schema.billcom_received_payments,
-    child_table=schema.billcom_received_payment_lines,
-    child_parent_column="received_payment_id",
-)
+@dataclass(frozen=True)
+class SourceStreams:
+    """The four streams of one AR source, named after their tables (the sync_state key)."""
+
+    customers: Stream
+    contacts: Stream
+    invoices: Stream
+    received_payments: Stream
+
+
+def streams_for(source: str) -> SourceStreams:
+    tables = schema.ar_tables(source)
+    return SourceStreams(
+        customers=Stream(tables.customers.name, tables.customers),
+        contacts=Stream(tables.customer_contacts.name, tables.customer_contacts),
+        invoices=Stream(tables.invoices.name, tables.invoices),
+        received_payments=Stream(
+            tables.received_payments.name,
+            tables.received_payments,
+            child_table=tables.received_payment_lines,
+            child_parent_column="received_payment_id",
+        ),
+    )
 
 
 @dataclass
@@ -128,14 +142,14 @@ def sync_stream(
     )
 
 
-def customer_currencies(warehouse: Warehouse) -> dict[str, str]:
-    table = schema.billcom_customers
+def customer_currencies(warehouse: Warehouse, source: str = "billcom") -> dict[str, str]:
+    table = schema.ar_tables(source).customers
     with warehouse.engine.connect() as conn:
         return dict(conn.execute(sa.select(table.c.customer_id, table.c.currency)).all())
 
 
-def customer_regions(warehouse: Warehouse) -> dict[str, str | None]:
-    table = schema.billcom_customers
+def customer_regions(warehouse: Warehouse, source: str = "billcom") -> dict[str, str | None]:
+    table = schema.ar_tables(source).customers
     with warehouse.engine.connect() as conn:
         rows = conn.execute(sa.select(table.c.customer_id, table.c.bill_country)).all()
     return {customer_id: region_for_country(country) for customer_id, country in rows}

@@ -1,7 +1,10 @@
-"""Group `ar_source`: the current state of every Bill.com customer, contact, invoice and received payment.
+"""Group `ar_source`: the current state of every customer, contact, invoice and received payment at the AR
+source of truth (Bill.com, QuickBooks Online or NetSuite: `AGENTCOLLECT_AR_SOURCE`).
 
 Each asset reads what changed since its high-water mark and upserts it by id into the table named after
-it, in one transaction. The tables are snapshots of Bill.com; later assets (eligibility, outreach) read them.
+it, in one transaction. The assets and tables carry the source's name (`billcom_invoices`, `qbo_invoices`,
+`netsuite_invoices`) and have identical columns; only the configured source's assets are in the code
+location, so lineage shows which source fed the rules, outreach and payments downstream.
 """
 
 
@@ -13,15 +16,15 @@ import sqlalchemy as sa
 
 from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.ar_source.base import ChangeBatch
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.assets.metadata import definition_metadata as _definition_metadata
 from agentcollect_pipeline.assets.metadata import preview
-from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
-from agentcollect_pipeline.warehouse import schema
+from agentcollect_pipeline.resources import ARSyncSettings, WarehouseResource
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 GROUP = "ar_source"
 OWNERS = ["team:finance-data"]
-KINDS = {"billcom", "pandas", "sql"}
+SOURCE_NAMES = {"billcom": "Bill.com", "qbo": "QuickBooks Online", "netsuite": "NetSuite"}
 
 
 class SyncConfig(dg.Config):
@@ -34,13 +37,12 @@ def _materialize(
     stream: sync.Stream,
     changes: Callable[[datetime | None], Iterator[ChangeBatch]],
     warehouse: Warehouse,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     config: SyncConfig,
 ) -> dg.MaterializeResult:
-    client = billcom.get_client()
-    calls_before = client.stats()["total_calls"]
+    calls_before = ar_source.api_calls()
     report = sync.sync_stream(stream, changes, warehouse, full_refresh=config.full_refresh)
-    api_calls = client.stats()["total_calls"] - calls_before
+    api_calls = ar_source.api_calls() - calls_before
     for problem in report.rejected[:20]:
         context.log.warning("%s: rejected a record: %s", stream.name, problem)
     total = warehouse.count(stream.table)
@@ -70,114 +72,107 @@ def _materialize(
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds=KINDS,
-    pool="billcom",
-    metadata=_definition_metadata(schema.billcom_customers),
-)
-def billcom_customers(
-    context: dg.AssetExecutionContext,
-    config: SyncConfig,
-    billcom: BillComResource,
-    warehouse: WarehouseResource,
-    ar_settings: ARSyncSettings,
-) -> dg.MaterializeResult:
-    """Every Bill.com customer (active or not) with billing address, email and phone (E.164 when dialable).
+def build_ar_source_assets(kind: str) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
+    """The four synced assets of one AR source, named `<kind>_customers` … `<kind>_received_payments`."""
+    streams = sync.streams_for(kind)
+    source_name = SOURCE_NAMES[kind]
+    common = dict(group_name=GROUP, owners=OWNERS, kinds={kind, "pandas", "sql"}, pool="ar_source")
 
-    Currency is the customer's invoice currency when Bill.com gives one, else the organisation's.
-    """
-    source = billcom.get_source(ar_settings)
-    store = warehouse.get_warehouse()
-    return _materialize(context, sync.CUSTOMERS, source.customers_changed, store, billcom, config)
-
-
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds=KINDS,
-    pool="billcom",
-    deps=[billcom_customers],
-    metadata=_definition_metadata(schema.billcom_customer_contacts),
-)
-def billcom_customer_contacts(
-    context: dg.AssetExecutionContext,
-    config: SyncConfig,
-    billcom: BillComResource,
-    warehouse: WarehouseResource,
-    ar_settings: ARSyncSettings,
-) -> dg.MaterializeResult:
-    """The additional contacts Bill.com keeps per customer (departments, AP clerks), with their email/phone."""
-    source = billcom.get_source(ar_settings)
-    store = warehouse.get_warehouse()
-    regions = sync.customer_regions(store)
-    return _materialize(
-        context, sync.CONTACTS, lambda since: source.contacts_changed(since, regions), store, billcom, config
+    @dg.asset(
+        name=streams.customers.name,
+        description=f"Every {source_name} customer (active or not) with billing address, email and phone (E.164 "
+        "when dialable). Currency is the customer's invoice currency when the source gives one, else the "
+        "organisation's.",
+        metadata=_definition_metadata(streams.customers.table),
+        **common,
     )
+    def customers(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        ar_source: ARSourceResource,
+        warehouse: WarehouseResource,
+        ar_settings: ARSyncSettings,
+    ) -> dg.MaterializeResult:
+        source = ar_source.get_source(ar_settings)
+        store = warehouse.get_warehouse()
+        return _materialize(context, streams.customers, source.customers_changed, store, ar_source, config)
 
-
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds=KINDS,
-    pool="billcom",
-    deps=[billcom_customers],
-    metadata=_definition_metadata(schema.billcom_invoices),
-)
-def billcom_invoices(
-    context: dg.AssetExecutionContext,
-    config: SyncConfig,
-    billcom: BillComResource,
-    warehouse: WarehouseResource,
-    ar_settings: ARSyncSettings,
-) -> dg.MaterializeResult:
-    """Every Bill.com AR invoice in every state (open, partial, paid, scheduled, inactive), amounts in cents.
-
-    Bill.com has no overdue flag: the collection rules derive it from due date and amount due.
-    """
-    source = billcom.get_source(ar_settings)
-    store = warehouse.get_warehouse()
-    currencies = sync.customer_currencies(store)
-    return _materialize(
-        context, sync.INVOICES, lambda since: source.invoices_changed(since, currencies.get), store, billcom, config
+    @dg.asset(
+        name=streams.contacts.name,
+        description=f"The additional contacts {source_name} keeps per customer (departments, AP clerks), with "
+        "their email/phone.",
+        deps=[customers],
+        metadata=_definition_metadata(streams.contacts.table),
+        **common,
     )
+    def customer_contacts(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        ar_source: ARSourceResource,
+        warehouse: WarehouseResource,
+        ar_settings: ARSyncSettings,
+    ) -> dg.MaterializeResult:
+        source = ar_source.get_source(ar_settings)
+        store = warehouse.get_warehouse()
+        regions = sync.customer_regions(store, kind)
+        return _materialize(
+            context, streams.contacts, lambda since: source.contacts_changed(since, regions), store, ar_source, config
+        )
 
-
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds=KINDS,
-    pool="billcom",
-    deps=[billcom_customers],
-    metadata=_definition_metadata(schema.billcom_received_payments),
-)
-def billcom_received_payments(
-    context: dg.AssetExecutionContext,
-    config: SyncConfig,
-    billcom: BillComResource,
-    warehouse: WarehouseResource,
-    ar_settings: ARSyncSettings,
-) -> dg.MaterializeResult:
-    """Payments Bill.com has received (online through Bill.com, or recorded), one row per payment.
-
-    How each payment was applied to invoices is in `billcom_received_payment_lines`, written in the
-    same transaction.
-    """
-    source = billcom.get_source(ar_settings)
-    store = warehouse.get_warehouse()
-    currencies = sync.customer_currencies(store)
-    return _materialize(
-        context,
-        sync.RECEIVED_PAYMENTS,
-        lambda since: source.received_payments_changed(since, currencies.get),
-        store,
-        billcom,
-        config,
+    @dg.asset(
+        name=streams.invoices.name,
+        description=f"Every {source_name} AR invoice in every state (open, partial, paid, voided), amounts in "
+        "cents. The collection rules derive overdue from due date and amount due.",
+        deps=[customers],
+        metadata=_definition_metadata(streams.invoices.table),
+        **common,
     )
+    def invoices(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        ar_source: ARSourceResource,
+        warehouse: WarehouseResource,
+        ar_settings: ARSyncSettings,
+    ) -> dg.MaterializeResult:
+        source = ar_source.get_source(ar_settings)
+        store = warehouse.get_warehouse()
+        currencies = sync.customer_currencies(store, kind)
+        return _materialize(
+            context, streams.invoices, lambda since: source.invoices_changed(since, currencies.get), store,
+            ar_source, config,
+        )
 
+    @dg.asset(
+        name=streams.received_payments.name,
+        description=f"Payments {source_name} has received, one row per payment; how each was applied to "
+        f"invoices is in `{streams.received_payments.child_table.name}`, written in the same transaction.",
+        deps=[customers],
+        metadata=_definition_metadata(streams.received_payments.table),
+        **common,
+    )
+    def received_payments(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        ar_source: ARSourceResource,
+        warehouse: WarehouseResource,
+        ar_settings: ARSyncSettings,
+    ) -> dg.MaterializeResult:
+        source = ar_source.get_source(ar_settings)
+        store = warehouse.get_warehouse()
+        currencies = sync.customer_currencies(store, kind)
+        return _materialize(
+            context, streams.received_payments,
+            lambda since: source.received_payments_changed(since, currencies.get), store, ar_source, config,
+        )
 
-AR_SOURCE_ASSETS = [billcom_customers, billcom_customer_contacts, billcom_invoices, billcom_received_payments]
+    assets = [customers, customer_contacts, invoices, received_payments]
+    checks = [
+        _invalid_share_check(asset, stream.table)
+        for asset, stream in zip(
+            assets, (streams.customers, streams.contacts, streams.invoices, streams.received_payments), strict=True
+        )
+    ]
+    return assets, checks
 
 
 def _invalid_share_check(asset: dg.AssetsDefinition, table: sa.Table) -> dg.AssetChecksDefinition:
@@ -214,9 +209,3 @@ def _invalid_share_check(asset: dg.AssetsDefinition, table: sa.Table) -> dg.Asse
     return _check
 
 
-AR_SOURCE_CHECKS = [
-    _invalid_share_check(billcom_customers, schema.billcom_customers),
-    _invalid_share_check(billcom_customer_contacts, schema.billcom_customer_contacts),
-    _invalid_share_check(billcom_invoices, schema.billcom_invoices),
-    _invalid_share_check(billcom_received_payments, schema.billcom_received_payments),
-]

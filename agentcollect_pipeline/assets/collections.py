@@ -1,8 +1,8 @@
 """Group `collections`: which invoices will be collected and why not, the cases, and AR aging.
 
-Each asset reads the synced Bill.com tables (and the state tables), runs the pure rules of
+Each asset reads the synced AR source tables (and the state tables), runs the pure rules of
 agentcollect_pipeline/rules, and rewrites its snapshot table with DELETE + insert in one transaction
-(tables are never dropped, so finance's views survive). No Bill.com call is made here.
+(tables are never dropped, so finance's views survive). No AR source call is made here.
 """
 
 from collections.abc import Iterable
@@ -13,12 +13,7 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from agentcollect_pipeline.assets.ar_source import (
-    billcom_customer_contacts,
-    billcom_customers,
-    billcom_invoices,
-    billcom_received_payments,
-)
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.assets.metadata import definition_metadata, preview
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
 from agentcollect_pipeline.money import format_money
@@ -38,7 +33,6 @@ from agentcollect_pipeline.rules.eligibility import (
 )
 from agentcollect_pipeline.rules.keys import BookKeys
 from agentcollect_pipeline.warehouse import collections_schema as cs
-from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 GROUP = "collections"
@@ -51,6 +45,9 @@ _WRITE_BATCH = 5_000
 class RulesConfig(dg.Config):
     as_of: str | None = None
     """Evaluate as of this date (YYYY-MM-DD) instead of today in the organisation's timezone."""
+    now: str | None = None
+    """Stamp the case register (opened/seen/closed) with this moment (ISO 8601) instead of the real clock;
+    with `as_of` and the outreach assets' `now` it replays a month through the jobs (benchmarks/replay_month.py)."""
 
 
 def _as_of(config: RulesConfig, settings: ARSyncSettings) -> date:
@@ -107,13 +104,14 @@ def _md_table(rows: Iterable[tuple], header: tuple[str, ...]) -> dg.MetadataValu
     group_name=GROUP,
     owners=OWNERS,
     kinds=KINDS,
-    deps=[billcom_invoices, billcom_customers, billcom_customer_contacts, billcom_received_payments],
+    deps=["billcom_invoices", "billcom_customers", "billcom_customer_contacts", "billcom_received_payments"],
     metadata=definition_metadata(cs.invoice_eligibility),
 )
 def invoice_eligibility(
     context: dg.AssetExecutionContext,
     config: RulesConfig,
     warehouse: WarehouseResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     collection_policy: CollectionPolicyResource,
 ) -> dg.MaterializeResult:
@@ -125,9 +123,9 @@ def invoice_eligibility(
     policy = collection_policy.load()
     as_of = _as_of(config, ar_settings)
     store = warehouse.get_warehouse()
-    invoices = store.read_frame(schema.billcom_invoices)
-    customers = store.read_frame(schema.billcom_customers)
-    contacts = store.read_frame(schema.billcom_customer_contacts)
+    invoices = store.read_frame(ar_source.tables.invoices)
+    customers = store.read_frame(ar_source.tables.customers)
+    contacts = store.read_frame(ar_source.tables.customer_contacts)
     state = _state(store)
     keys = BookKeys.of(invoices, customers)
     channels = customer_channels(customers, contacts, state.opt_outs)
@@ -173,11 +171,11 @@ def invoice_eligibility(
     asset=invoice_eligibility,
     blocking=True,
     description="No eligible invoice is paid (amount due <= 0 or paymentStatus 0), void/inactive, or unknown "
-    "to the synced invoices. Re-derived with SQL from billcom_invoices, not from the rules' output.",
+    "to the synced invoices. Re-derived with SQL from the AR source's invoices table, not from the rules' output.",
 )
-def no_paid_or_void_invoice_is_eligible(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def no_paid_or_void_invoice_is_eligible(warehouse: WarehouseResource, ar_source: ARSourceResource) -> dg.AssetCheckResult:
     store = warehouse.get_warehouse()
-    e, i = cs.invoice_eligibility, schema.billcom_invoices
+    e, i = cs.invoice_eligibility, ar_source.tables.invoices
     query = (
         sa.select(e.c.invoice_id, e.c.invoice_number, i.c.amount_due_cents, i.c.payment_status, i.c.is_active)
         .select_from(e.outerjoin(i, e.c.invoice_id == i.c.invoice_id))
@@ -212,13 +210,13 @@ def no_paid_or_void_invoice_is_eligible(warehouse: WarehouseResource) -> dg.Asse
     "contact, not opted out).",
 )
 def eligible_invoices_have_a_reachable_customer(
-    warehouse: WarehouseResource, collection_policy: CollectionPolicyResource
+    warehouse: WarehouseResource, collection_policy: CollectionPolicyResource, ar_source: ARSourceResource
 ) -> dg.AssetCheckResult:
     store = warehouse.get_warehouse()
     policy = collection_policy.load()
     eligible = store.read_frame(cs.invoice_eligibility, cs.invoice_eligibility.c.eligible)
-    customers = store.read_frame(schema.billcom_customers).set_index("customer_id")
-    contacts = store.read_frame(schema.billcom_customer_contacts)
+    customers = store.read_frame(ar_source.tables.customers).set_index("customer_id")
+    contacts = store.read_frame(ar_source.tables.customer_contacts)
     opt_outs = store.read_frame(cs.opt_outs)
     ids = pd.Index(eligible["customer_id"].dropna().unique())
     known = ids.isin(customers.index)
@@ -289,6 +287,7 @@ def collection_cases(
     context: dg.AssetExecutionContext,
     config: RulesConfig,
     warehouse: WarehouseResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     collection_policy: CollectionPolicyResource,
 ) -> dg.MaterializeResult:
@@ -299,11 +298,11 @@ def collection_cases(
     as_of = _as_of(config, ar_settings)
     store = warehouse.get_warehouse()
     eligibility = store.read_frame(cs.invoice_eligibility)
-    customers = store.read_frame(schema.billcom_customers)
-    contacts = store.read_frame(schema.billcom_customer_contacts)
+    customers = store.read_frame(ar_source.tables.customers)
+    contacts = store.read_frame(ar_source.tables.customer_contacts)
     channels = customer_channels(customers, contacts, store.read_frame(cs.opt_outs))
     current = build_cases(eligibility, channels, policy.priority)
-    now = datetime.now(UTC)
+    now = datetime.fromisoformat(config.now).astimezone(UTC) if config.now else datetime.now(UTC)
 
     with store.transaction() as conn:
         # Read and write the case register in one transaction, so two cycles cannot both open a case.
@@ -356,20 +355,21 @@ def collection_cases(
     group_name=GROUP,
     owners=OWNERS,
     kinds=KINDS,
-    deps=[billcom_invoices, billcom_customers],
+    deps=["billcom_invoices", "billcom_customers"],
     metadata=definition_metadata(cs.ar_aging),
 )
 def ar_aging(
     context: dg.AssetExecutionContext,
     config: RulesConfig,
     warehouse: WarehouseResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
 ) -> dg.MaterializeResult:
     """Open AR (active, amount due > 0) in current / 1-30 / 31-60 / 61-90 / 90+ day buckets, per customer
     and per currency total. Each cycle appends the totals and DSO to `ar_aging_history`."""
     as_of = _as_of(config, ar_settings)
     store = warehouse.get_warehouse()
-    invoices = store.read_frame(schema.billcom_invoices)
+    invoices = store.read_frame(ar_source.tables.invoices)
     keys = BookKeys.of(invoices)
     per_customer, totals = age_receivables(invoices, as_of, keys)
     sales = sales_in_window(invoices, as_of)
@@ -421,12 +421,12 @@ def ar_aging(
 @dg.asset_check(
     asset=ar_aging,
     blocking=True,
-    description="Aging totals equal the sum of open amounts (active, amount due > 0) in billcom_invoices, per "
+    description="Aging totals equal the sum of open amounts (active, amount due > 0) in the AR source's invoices, per "
     "currency (re-derived with SQL); customer rows add up to the totals; each row's buckets add up to it.",
 )
-def ar_aging_reconciles_to_open_invoices(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+def ar_aging_reconciles_to_open_invoices(warehouse: WarehouseResource, ar_source: ARSourceResource) -> dg.AssetCheckResult:
     store = warehouse.get_warehouse()
-    i, a = schema.billcom_invoices, cs.ar_aging
+    i, a = ar_source.tables.invoices, cs.ar_aging
     with store.engine.connect() as conn:
         source = dict(
             conn.execute(

@@ -5,15 +5,21 @@ so the schedule itself runs around the clock. The clock is injectable: run confi
 """
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from agentcollect_pipeline.agent.composer import Composer
+from agentcollect_pipeline.agent.inbound_email import reply_address
+from agentcollect_pipeline.agent.message import InvoiceLine, MessageContext
+from agentcollect_pipeline.ar_source.base import ARRecordNotFoundError
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.assets.collections import collection_cases
 from agentcollect_pipeline.assets.metadata import preview
 from agentcollect_pipeline.collection_policy import CollectionPolicyResource
-from agentcollect_pipeline.outreach import leases, ledger
+from agentcollect_pipeline.outreach import leases, ledger, payment_links
 from agentcollect_pipeline.outreach.channels import (
     TWILIO_INVALID,
     TWILIO_OPTED_OUT,
@@ -23,13 +29,13 @@ from agentcollect_pipeline.outreach.channels import (
     Throttle,
     TwilioResource,
 )
-from agentcollect_pipeline.outreach.templates import InvoiceLine, MessageContext, render, render_voicemail
 from agentcollect_pipeline.outreach.tokens import unsubscribe_token
-from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
+from agentcollect_pipeline.resources import ARSyncSettings, WarehouseResource
+from agentcollect_pipeline.rules import agent_actions
 from agentcollect_pipeline.rules.cadence import contact_points, invalid_contact_report, mask, plan_outreach
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
-from agentcollect_pipeline.warehouse import schema
+from agentcollect_pipeline.warehouse.agent_schema import customer_replies
 
 GROUP = "outreach"
 OWNERS = ["team:finance-data"]
@@ -65,6 +71,24 @@ def _py(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def _update_promises(store, ar_source: ARSourceResource, now: datetime, timezone: str, grace_days: int) -> pd.DataFrame:
+    """Mark pending promises kept (nothing owed any more) or broken (date + grace passed, still owed); the
+    status notes asset writes a note for each new status. Returns promises_to_pay after the update."""
+    today = now.astimezone(ZoneInfo(timezone)).date()
+    promises = store.read_frame(cs.promises_to_pay)
+    if promises.empty:
+        return promises
+    updates = agent_actions.promise_updates(promises, store.read_frame(ar_source.tables.invoices), today, grace_days)
+    if len(updates):
+        table = cs.promises_to_pay
+        with store.transaction() as conn:
+            for promise_id, status in updates.itertuples(index=False):
+                conn.execute(table.update().where(table.c.promise_id == promise_id, table.c.status == "pending")
+                             .values(status=status))
+        promises = store.read_frame(cs.promises_to_pay)
+    return promises
+
+
 @dg.asset(group_name=GROUP, owners=OWNERS, kinds={"pandas", "sql"}, deps=[collection_cases])
 def outreach_plan(
     context: dg.AssetExecutionContext,
@@ -72,26 +96,36 @@ def outreach_plan(
     warehouse: WarehouseResource,
     collection_policy: CollectionPolicyResource,
     outreach_settings: OutreachSettings,
+    ar_source: ARSourceResource,
 ) -> dg.MaterializeResult:
     """Per open case: the step due now (channel, destination, invoices, why) or why it waits and until when."""
     now = _now(config)
-    policy = collection_policy.load().outreach
+    full_policy = collection_policy.load()
+    policy = full_policy.outreach
     store = warehouse.get_warehouse()
-    customers = store.read_frame(schema.billcom_customers)
-    contacts = store.read_frame(schema.billcom_customer_contacts)
+    customers = store.read_frame(ar_source.tables.customers)
+    contacts = store.read_frame(ar_source.tables.customer_contacts)
     invalid = store.read_frame(os_.invalid_contacts)
-    plan = plan_outreach(
-        cases=store.read_frame(cs.collection_cases),
+    cases = store.read_frame(cs.collection_cases)
+    history = store.read_frame(os_.outreach_attempts)
+    inputs = dict(
         debtors=customers,
         points=contact_points(customers, contacts),
         opt_outs=store.read_frame(cs.opt_outs),
         consents=store.read_frame(os_.contact_consents),
         invalid=invalid,
-        history=store.read_frame(os_.outreach_attempts),
+        history=history,
         now=now,
         policy=policy,
         default_timezone=outreach_settings.default_timezone,
     )
+    ladder = plan_outreach(cases=cases, **inputs)
+    # What the debtors' replies call for: promises kept or broken (a broken one gets a follow-up), copies asked for.
+    promised = _update_promises(store, ar_source, now, outreach_settings.default_timezone, full_policy.promise_grace_days)
+    requested = pd.concat([agent_actions.promise_followups(promised, cases, history),
+                           agent_actions.copy_requests(store.read_frame(customer_replies), cases, history)],
+                          ignore_index=True)
+    plan = agent_actions.merge_plans(ladder, agent_actions.plan_requested(requested, cases, **inputs))
     due = plan.due.assign(state="due", next_at=None, planned_at=now)
     waiting = plan.waiting.rename(columns={"reason": "why"}).assign(state="waiting", planned_at=now)
     table = pd.concat([due, waiting], ignore_index=True) if len(waiting) else due
@@ -130,13 +164,24 @@ def outreach_plan(
 # -- sending ------------------------------------------------------------------------------------------
 
 
-def _fresh_invoices(billcom: BillComResource, ar_settings: ARSyncSettings, store, invoice_ids: list[str],
+def _fresh_invoices(ar_source: ARSourceResource, ar_settings: ARSyncSettings, store, invoice_ids: list[str],
                     currency_of: dict[str, str]) -> dict[str, dict]:
-    """Re-read the invoices from Bill.com right before sending (one batched read for the whole run)."""
+    """Re-read the invoices from the AR source right before sending (one batched read for the whole run)."""
     if not invoice_ids:
         return {}
-    source = billcom.get_source(ar_settings)
-    rows = source.read_invoices(invoice_ids, lambda customer_id: currency_of.get(customer_id or ""))
+    source = ar_source.get_source(ar_settings)
+
+    def currency(customer_id: str | None) -> str | None:
+        return currency_of.get(customer_id or "")
+
+    try:
+        rows = source.read_invoices(invoice_ids, currency)
+    except ARRecordNotFoundError as exc:
+        # Deleted at the source since the sync: nothing to collect; the rest of the batch still goes.
+        gone = set(exc.missing_ids)
+        if not gone:
+            raise
+        rows = source.read_invoices([i for i in invoice_ids if i not in gone], currency)
     return {row["invoice_id"]: row for row in rows}
 
 
@@ -152,15 +197,15 @@ def _still_collectable(row: dict | None, disputed: set[str], minimum: int | None
     return minimum is None or due >= minimum
 
 
-# pool: the freshness check reads Bill.com, which allows 3 requests in flight per org across all runs.
-@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sql", "twilio", "sendgrid"}, deps=[outreach_plan], pool="billcom")
+# pool: the freshness check reads the AR source, whose concurrency limits hold across all runs.
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"sql", "twilio", "sendgrid"}, deps=[outreach_plan], pool="ar_source")
 def outreach_attempts(
     context: dg.AssetExecutionContext,
     config: OutreachConfig,
     warehouse: WarehouseResource,
     collection_policy: CollectionPolicyResource,
     outreach_settings: OutreachSettings,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     sendgrid: SendGridEmailResource,
     twilio: TwilioResource,
@@ -174,7 +219,7 @@ def outreach_attempts(
     policy = collection_policy.load()
     store = warehouse.get_warehouse()
     counts = {"sent": 0, "rejected": 0, "unknown": 0, "already_reserved": 0, "dropped_stale": 0, "dry_run": 0,
-              "skipped_no_unsubscribe_secret": 0}
+              "skipped_no_unsubscribe_secret": 0, "throttled": 0, "deferred_provider_throttled": 0}
 
     # One sender at a time, even where the run coordinator would allow two overlapping runs.
     holder = context.run.run_id
@@ -188,13 +233,13 @@ def outreach_attempts(
             **_callback_metadata(store),
         })
     try:
-        return _send_due(context, now, settings, policy, store, billcom, ar_settings, sendgrid, twilio, counts,
+        return _send_due(context, now, settings, policy, store, ar_source, ar_settings, sendgrid, twilio, counts,
                          holder, ttl)
     finally:
         leases.release(store, LEASE, holder)
 
 
-def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendgrid, twilio, counts, holder,
+def _send_due(context, now, settings, policy, store, ar_source, ar_settings, sendgrid, twilio, counts, holder,
               ttl) -> dg.MaterializeResult:
     dry = settings.dry_run
     reconciled = {"found": 0, "unconfirmed": 0}
@@ -202,16 +247,56 @@ def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendg
         reconciled = ledger.reconcile(store, now, timedelta(seconds=settings.reconcile_after_seconds), twilio)
 
     due = store.read_frame(os_.outreach_plan, os_.outreach_plan.c.state == "due").head(settings.max_sends_per_run)
-    customers = store.read_frame(schema.billcom_customers).set_index("customer_id")
+    customers = store.read_frame(ar_source.tables.customers).set_index("customer_id")
     disputes = store.read_frame(cs.disputes)
     disputed = set(disputes.loc[disputes["closed_at"].isna(), "invoice_id"])
     wanted = sorted({i for ids in due["invoice_ids"].dropna() for i in ids.split(",") if i})
     currency_of = customers["currency"].dropna().to_dict()
-    fresh = _fresh_invoices(billcom, ar_settings, store, wanted, currency_of)
+    fresh = _fresh_invoices(ar_source, ar_settings, store, wanted, currency_of)
+    # Bill.com's payment link of each message's first invoice: cached per invoice, missing ones in one batch.
+    links = payment_links.prepare(store, ar_source, settings.payment_link_template, due, fresh, customers, now,
+                                  context.log)
 
     sent_rows = []
     throttle = Throttle({"sendgrid": sendgrid.messages_per_second, "sms": twilio.messages_per_second,
                          "voice": twilio.calls_per_second})
+    # Every message is written by the composer: templates, or the LLM when configured and allowed, checked by
+    # the guardrails (a refused draft is replaced by the template; the ledger row says which and why).
+    composer = Composer.from_policy(policy.messaging)
+    promised = store.read_frame(cs.promises_to_pay).set_index("promise_id")["promised_date"].to_dict()
+    try:
+        _send_actions(context, now, settings, policy, store, sendgrid, twilio, counts, holder, ttl, due, customers,
+                      disputed, fresh, throttle, composer, promised, sent_rows, links)
+    finally:
+        composer.close()
+
+    context.log.info("outreach_attempts: %s; reconciled %s; paced %.1fs", counts, reconciled, throttle.waited_s)
+    total = store.count(os_.outreach_attempts)
+    with store.engine.connect() as conn:
+        sources = dict(conn.execute(sa.select(os_.outreach_attempts.c.draft_source, sa.func.count())
+                                    .where(os_.outreach_attempts.c.draft_source.is_not(None))
+                                    .group_by(os_.outreach_attempts.c.draft_source)).all())
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(total),
+        "dry_run": dg.MetadataValue.bool(dry),
+        "paced_seconds": dg.MetadataValue.float(round(throttle.waited_s, 3)),
+        "drafts_by_source": dg.MetadataValue.json({str(k): int(v) for k, v in sources.items()}),
+        **_callback_metadata(store),
+        **{k: dg.MetadataValue.int(v) for k, v in links.metadata().items()},
+        **{f"this_run/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
+        **{f"reconciled/{k}": dg.MetadataValue.int(v) for k, v in reconciled.items()},
+        "preview": dg.MetadataValue.md(pd.DataFrame(sent_rows).head(10).to_markdown(index=False) if sent_rows else "none"),
+    })
+
+
+def _compose(composer: Composer, policy, action: dict, ctx: MessageContext, purpose: str):
+    tone = policy.messaging.tone_for(action["step"], action.get("tone"))
+    return composer.compose(action["channel"], tone, ctx, purpose)
+
+
+def _send_actions(context, now, settings, policy, store, sendgrid, twilio, counts, holder, ttl, due, customers,
+                  disputed, fresh, throttle, composer, promised, sent_rows, links=None) -> None:
+    dry = settings.dry_run
     for action in due.to_dict("records"):
         if not dry and not leases.renew(store, LEASE, holder, ttl):
             context.log.error("send_due_outreach: lease lost (expired and taken); stopping before the next send")
@@ -232,10 +317,16 @@ def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendg
             for i in keep
         )
         lines = tuple(sorted(lines, key=lambda line: line.due_date or date.max))
+        if links is not None:
+            action["payment_link"] = links.for_action(lines[0].invoice_id, action)
 
+        purpose = agent_actions.purpose_of(str(action["step"]))
+        promise_id = str(action["step"]).removeprefix(agent_actions.FOLLOWUP_PREFIX)
+        promised_date = _date(promised.get(promise_id)) if purpose == "followup" else None
         if dry:
-            message = render(action["channel"], action["tone"],
-                             _context(settings, action, customer, lines, "DRYRUN", secret=sendgrid.unsubscribe_secret))
+            message = _compose(composer, policy, action, _context(
+                settings, action, customer, lines, "DRYRUN", secret=sendgrid.unsubscribe_secret,
+                promised_date=promised_date), purpose).message
             with store.transaction() as conn:
                 store.upsert(conn, os_.outreach_outbox, [{
                     "case_id": action["case_id"], "step": action["step"], "channel": action["channel"],
@@ -249,18 +340,31 @@ def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendg
             counts["skipped_no_unsubscribe_secret"] += 1
             context.log.error("case %s: email not sent: AGENTCOLLECT_UNSUBSCRIBE_SECRET is not set", action["case_id"])
             continue
+        if throttle.refused("sendgrid" if action["channel"] == "email" else "twilio"):
+            counts["deferred_provider_throttled"] += 1  # it answered 429 past the retry budget: next run
+            continue
         attempt_id = ledger.reserve(store, action, now, context.run.run_id)
         if attempt_id is None:
             counts["already_reserved"] += 1  # another run or an earlier crash holds this (case, step)
             continue
         ctx = _context(settings, action, customer, lines, ledger.reference(attempt_id), attempt_id,
-                       secret=sendgrid.unsubscribe_secret)
-        message = render(action["channel"], action["tone"], ctx)
+                       secret=sendgrid.unsubscribe_secret, promised_date=promised_date)
+        draft = _compose(composer, policy, action, ctx, purpose)
+        message = draft.message
+        rejections = list(draft.rejected)
+        voicemail = None
+        if action["channel"] == "voice":
+            voicemail_draft = _compose(composer, policy, action, ctx, "voicemail")
+            voicemail = voicemail_draft.message
+            rejections += [f"voicemail: {reason}" for reason in voicemail_draft.rejected]
+        ledger.record_draft(store, attempt_id, draft.source, rejections, now)
         callback = f"{settings.public_base_url}/webhooks/twilio/status?attempt_id={attempt_id}"
         if action["channel"] == "email":
             throttle.wait("sendgrid")
+            # Reply-To names the attempt (replies+att_…@…): Inbound Parse brings the answer back to this case.
+            reply_to = reply_address(sendgrid.reply_to, attempt_id) if sendgrid.reply_to else None
             result = sendgrid.send(attempt_id, action["destination"], message.subject or "", message.text,
-                                   message.html, unsubscribe_url=ctx.unsubscribe_url)
+                                   message.html, unsubscribe_url=ctx.unsubscribe_url, reply_to=reply_to)
             provider = "sendgrid"
         elif action["channel"] == "sms":
             throttle.wait("sms")
@@ -269,7 +373,6 @@ def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendg
         else:
             # The script is fetched when the call is answered: the full one for a person, the voicemail one
             # for an answering machine (AnsweredBy). Both are stored before the call is placed.
-            voicemail = render_voicemail(action["tone"], ctx)
             with store.transaction() as conn:
                 store.upsert(conn, os_.call_scripts, [{
                     "attempt_id": attempt_id, "full_twiml": message.text, "voicemail_twiml": voicemail.text,
@@ -280,30 +383,26 @@ def _send_due(context, now, settings, policy, store, billcom, ar_settings, sendg
                                        url=f"{settings.public_base_url}/webhooks/twilio/voice/{attempt_id}")
             provider = "twilio"
         _record_result(store, attempt_id, action, result, provider, now)
+        if result.outcome == "throttled":
+            throttle.refuse(provider)
         counts[result.outcome] += 1
         sent_rows.append({"attempt_id": attempt_id, "case_id": action["case_id"], "step": action["step"],
                           "channel": action["channel"], "destination": mask(action["destination"]),
-                          "outcome": result.outcome})
+                          "draft": draft.source, "outcome": result.outcome})
 
-    context.log.info("outreach_attempts: %s; reconciled %s; paced %.1fs", counts, reconciled, throttle.waited_s)
-    total = store.count(os_.outreach_attempts)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(total),
-        "dry_run": dg.MetadataValue.bool(dry),
-        "paced_seconds": dg.MetadataValue.float(round(throttle.waited_s, 3)),
-        **_callback_metadata(store),
-        **{f"this_run/{k}": dg.MetadataValue.int(v) for k, v in counts.items()},
-        **{f"reconciled/{k}": dg.MetadataValue.int(v) for k, v in reconciled.items()},
-        "preview": dg.MetadataValue.md(pd.DataFrame(sent_rows).head(10).to_markdown(index=False) if sent_rows else "none"),
-    })
+
+def _date(value) -> date | None:
+    if value is None or (not isinstance(value, date) and pd.isna(value)):
+        return None
+    return value.date() if isinstance(value, datetime | pd.Timestamp) else value
 
 
 def _context(settings: OutreachSettings, action: dict, customer, lines, ref: str, attempt_id: str = "dry_run",
-             secret: str = ""):
+             secret: str = "", promised_date: date | None = None):
     name = None
     if customer is not None:
         name = customer.get("company_name") if not _missing(customer.get("company_name")) else customer.get("name")
-    link = settings.payment_link_template.format(
+    link = action.get("payment_link") or settings.payment_link_template.format(
         invoice_id=lines[0].invoice_id, customer_id=action["customer_id"], case_id=action["case_id"])
     token = unsubscribe_token(secret, attempt_id, action["destination"]) if secret else "unsigned"
     unsubscribe = settings.unsubscribe_url_template.format(
@@ -312,13 +411,15 @@ def _context(settings: OutreachSettings, action: dict, customer, lines, ref: str
         org_name=settings.org_name, customer_name=str(name or "there"), currency=action["currency"],
         invoices=lines, payment_link=link, unsubscribe_url=unsubscribe, reference=ref,
         gather_url=f"{settings.public_base_url}/webhooks/twilio/gather?attempt_id={attempt_id}",
+        promised_date=promised_date,
     )
 
 
 def _callback_metadata(store) -> dict[str, dg.MetadataValue]:
     """Debtors who pressed 2 on a call and wait for a person to call back (masked numbers)."""
     requests = store.read_frame(os_.callback_requests, os_.callback_requests.c.status == "open")
-    shown = requests[["case_id", "customer_id", "number", "requested_at"]].head(10).assign(
+    # The id is what `agentcollect contacts close-callback <id> --by … --why …` takes once someone called back.
+    shown = requests[["request_id", "case_id", "customer_id", "number", "requested_at"]].head(10).assign(
         number=lambda f: f["number"].map(mask)) if len(requests) else requests
     return {
         "callback_requests_open": dg.MetadataValue.int(len(requests)),
@@ -340,6 +441,11 @@ def _record_result(store, attempt_id: str, action: dict, result: SendResult, pro
                 ledger.record_opt_out(conn, action["channel"], action["destination"], f"twilio error {code}", now)
             elif code in TWILIO_INVALID:
                 ledger.mark_invalid(conn, action["channel"], action["destination"], f"twilio error {code}", now)
+        return
+    if result.outcome == "throttled":
+        # 429 past the retry budget: definitely not accepted. The reservation is released (why is kept) and
+        # the next run sends the step; nothing to reconcile, no chance of a second message.
+        ledger.release(store, attempt_id, now, provider, f"{result.error_code}: {result.error_message}")
         return
     # Unknown outcome: keep `reserved` (reconciliation decides, never a blind resend); note why.
     with store.transaction() as conn:

@@ -11,6 +11,8 @@ What this module guarantees, and why:
   timeout or 5xx raises `BillComOutcomeUnknownError` for the caller to reconcile by reading back.
 - AR only: an explicit allowlist of operations; anything else (bills, vendors, AP payments, approvals,
   bank accounts) raises `ARScopeError` before a byte is sent.
+- v3 (JSON, `gateway.*.bill.com/connect/v3`, its own login and session) only for what v2 lacks: the invoice
+  payment link (`POST /v3/invoices/{invoiceId}/payment-link`), under the same allowlist, semaphore and retries.
 - Credentials and the session id never appear in logs, exception messages or reprs.
 """
 
@@ -33,6 +35,13 @@ from typing import Any, Protocol
 
 import httpx
 
+from agentcollect_pipeline.ar_source.base import (
+    AROutcomeUnknownError,
+    ARRecordNotFoundError,
+    ARSourceError,
+    ARTransportError,
+)
+
 log = logging.getLogger(__name__)
 
 PAGE_MAX = 999  # the documented server maximum for v2 List calls (one page says 1000; 999 is safe for both)
@@ -53,21 +62,23 @@ READ_OPERATIONS = frozenset(
     }
 )
 WRITE_OPERATIONS = frozenset({"RecordARPayment", "SendMessage"})
-ALLOWED_OPERATIONS = READ_OPERATIONS | WRITE_OPERATIONS
+# v3 operations, as path templates under the v3 base URL. Only the invoice payment link (no v2 equivalent);
+# v3's AP side (bills, vendors, payments, approvals) is outside the list like everything else.
+V3_OPERATIONS = frozenset({"v3/login", "v3/invoices/{invoiceId}/payment-link"})
+# Path ids a v3 operation accepts, by their AR prefix: an invoice is 00e…, a bill (AP) 00n… and is refused.
+V3_ID_PREFIXES = {"invoiceId": "00e"}
+ALLOWED_OPERATIONS = READ_OPERATIONS | WRITE_OPERATIONS | V3_OPERATIONS
 
 # Objects whose notes we may write: AR customers and invoices, recognised by Bill.com's id prefixes.
 NOTE_OBJECT_PREFIXES = ("0cu", "00e")
 
 
-class BillComError(Exception):
+class BillComError(ARSourceError):
     """Bill.com answered with an error envelope. Carries Bill.com's code and message, nothing secret."""
 
     def __init__(self, code: str, message: str, operation: str, http_status: int | None = None):
-        self.code = code
-        self.message = message
+        super().__init__(code, message, f"Bill.com {operation}", http_status)
         self.operation = operation
-        self.http_status = http_status
-        super().__init__(f"Bill.com {operation} failed with {code}: {message}")
 
 
 class BillComAuthError(BillComError):
@@ -82,7 +93,7 @@ class BillComQuotaExceededError(BillComError):
     """BDC_1144: the hourly request (or login) quota is spent; nothing helps until the next hour."""
 
 
-class BillComNotFoundError(BillComError):
+class BillComNotFoundError(BillComError, ARRecordNotFoundError):
     """BDC_1120: no data found for the id asked for."""
 
 
@@ -94,20 +105,24 @@ class BillComProtocolError(Exception):
     """The answer was not a Bill.com envelope we can trust (not JSON, wrong shape, missing fields)."""
 
 
-class BillComTransportError(Exception):
+class BillComTransportError(ARTransportError):
     """Network failures, timeouts or HTTP 429/5xx that outlasted the retry budget."""
 
 
-class BillComOutcomeUnknownError(Exception):
+class BillComOutcomeUnknownError(AROutcomeUnknownError):
     """A write may or may not have been applied (timeout or 5xx after sending). Reconcile by reading back."""
 
     def __init__(self, operation: str, reason: str):
-        self.operation = operation
-        self.reason = reason
-        super().__init__(
+        super().__init__(operation, reason)
+        Exception.__init__(
+            self,
             f"Bill.com {operation}: outcome unknown ({reason}); not retried because Bill.com has no "
-            "idempotency key. Read back before trying again."
+            "idempotency key. Read back before trying again.",
         )
+
+
+class BillComV3NotConfiguredError(Exception):
+    """No v3 base URL is configured: v3-only features (the invoice payment link) are unavailable."""
 
 
 class ARScopeError(PermissionError):
@@ -227,6 +242,7 @@ class BillComClient:
         renew_after_idle: timedelta = timedelta(minutes=30),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], None] = time.sleep,
+        v3_base_url: str | None = None,
     ):
         if not 1 <= page_size <= PAGE_MAX:
             raise ValueError(f"page_size must be between 1 and {PAGE_MAX}")
@@ -245,6 +261,12 @@ class BillComClient:
         self._renew_after_idle = renew_after_idle
         self._clock = clock
         self._sleep = sleep
+        # v3: e.g. https://gateway.prod.bill.com/connect (stage: gateway.stage.bill.com); None = not used.
+        self.v3_base_url = v3_base_url.rstrip("/") if v3_base_url else None
+        self._v3_key = f"billcom-v3:{self.v3_base_url}:{org_id}:{username}"
+        self._v3_lock = threading.Lock()
+        self._v3_session: StoredSession | None = None
+        self._v3_persisted: datetime | None = None
         self._semaphore = _org_semaphore(self.base_url, org_id, max_in_flight)
         self._http = httpx.Client(
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
@@ -394,6 +416,8 @@ class BillComClient:
     def call(self, operation: str, data: Mapping[str, Any]) -> Any:
         """Send `operation` with `data` in the current session; re-login and replay once on BDC_1109."""
         self._check_allowed(operation)
+        if operation in V3_OPERATIONS:
+            raise ARScopeError(f"{operation} is a v3 operation: use call_v3 (its own base URL and session)")
         if operation in ("Login", "Logout"):
             raise ARScopeError(f"{operation} is managed by the client; call logout() to end the session")
         payload = encode_data(data)
@@ -473,6 +497,155 @@ class BillComClient:
             delay = self._retry.delay(attempt)
             log.warning("Bill.com %s: %s; retry %d in %.2fs", operation, failure, attempt, delay)
             self._sleep(delay)
+
+    # -- v3: the invoice payment link (JSON, its own login and session) ----------------------------------
+
+    def invoice_payment_link(self, invoice_id: str, *, customer_id: str, email: str,
+                             return_url: str | None = None) -> str:
+        """`POST /v3/invoices/{invoiceId}/payment-link` with `{customerId, email[, returnUrl]}`: a link the
+        customer pays the invoice through without a BILL account (valid only for customers not connected to
+        the org in the BILL network; the receipt goes to `email`). It moves no money, so it is retried like a
+        read. The answer's `paymentLink` is the URL."""
+        body = {"customerId": customer_id, "email": email}
+        if return_url:
+            body["returnUrl"] = return_url
+        data = self.call_v3("v3/invoices/{invoiceId}/payment-link", body, invoiceId=invoice_id)
+        link = data.get("paymentLink") if isinstance(data, dict) else None
+        if not isinstance(link, str) or not link.startswith(("https://", "http://")):
+            raise BillComProtocolError(f"Bill.com v3 payment-link {invoice_id}: the answer has no paymentLink URL")
+        return link
+
+    def invoice_payment_links(self, requests: Sequence[Mapping[str, Any]]) -> list[str | Exception]:
+        """`invoice_payment_link` for each {invoice_id, customer_id, email[, return_url]}, `max_in_flight` at a
+        time (the org's 3-in-flight limit counts v2 and v3 together); per request, the link or the error.
+
+        Once Bill.com is unreachable or over its limits (retries spent, BDC_1322/1144), the requests not yet
+        sent get that error without being sent: a batch costs at most `max_in_flight` failed requests."""
+        unavailable: list[Exception] = []
+
+        def one(request: Mapping[str, Any]) -> str | Exception:
+            if unavailable:
+                return unavailable[0]
+            try:
+                return self.invoice_payment_link(request["invoice_id"], customer_id=request["customer_id"],
+                                                 email=request["email"], return_url=request.get("return_url"))
+            except (BillComTransportError, BillComTooManyRequestsError, BillComQuotaExceededError) as exc:
+                unavailable.append(exc)
+                return exc
+            except (BillComError, BillComProtocolError) as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="billcom-v3") as pool:
+            return list(pool.map(one, requests))
+
+    def call_v3(self, operation: str, body: Mapping[str, Any] | None = None, **ids: str) -> Any:
+        """POST an allowlisted v3 operation (a path template) in the v3 session; re-login and replay once on
+        HTTP 401 / BDC_1109. Path ids must carry their AR prefix (V3_ID_PREFIXES)."""
+        self._check_allowed(operation)
+        if operation not in V3_OPERATIONS or operation == "v3/login":
+            raise ARScopeError(f"{operation} is not a v3 operation this client sends (login is managed)")
+        for name, value in ids.items():
+            prefix = V3_ID_PREFIXES.get(name)
+            if prefix is None or not re.fullmatch(f"{prefix}[0-9A-Za-z]+", value or ""):
+                raise ARScopeError(f"Bill.com {operation}: {name}={value!r} is not an AR id ({prefix}…); nothing sent")
+        if self.v3_base_url is None:
+            raise BillComV3NotConfiguredError("the Bill.com v3 base URL is not set (BILLCOM_V3_BASE_URL)")
+        path = operation.format(**ids)
+        for replay in (False, True):
+            session = self._current_v3_session()
+            try:
+                result = self._send_v3(operation, path, body or {}, session_id=session.session_id)
+            except BillComSessionInvalidError:
+                with self._v3_lock:
+                    if self._v3_session is session:
+                        self._v3_session = None
+                self._store.delete_session(self._v3_key, session.session_id)
+                if replay:
+                    raise
+                log.info("Bill.com v3 session expired during %s; logging in again and replaying once", operation)
+                continue
+            self._touch_v3(session)
+            return result
+        raise AssertionError("unreachable")
+
+    def _send_v3(self, operation: str, path: str, body: Mapping[str, Any], *, session_id: str | None) -> Any:
+        """One v3 request with the v2 retry rules: 429/5xx, network errors and BDC_1322 retried with backoff,
+        BDC_1144 at once; 401 (BDC_1109) means the session. Errors are arrays of {code, message, ...}."""
+        url = f"{self.v3_base_url}/{path}"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if session_id is not None:
+            headers.update({"sessionId": session_id, "devKey": self._dev_key})
+        content = encode_data(body)
+        attempt = 0
+        while True:
+            try:
+                with self._semaphore:
+                    with self._stats_lock:
+                        self.calls[operation] += 1
+                    response = self._http.post(url, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__} talking to Bill.com v3"
+            else:
+                status = response.status_code
+                if status < 300:
+                    try:
+                        return json.loads(response.content, parse_float=Decimal) if response.content else {}
+                    except ValueError:
+                        raise BillComProtocolError(f"Bill.com {operation}: HTTP {status} with a body that is not JSON") from None
+                code, message = _v3_error(response)
+                if status == 401 and code in (None, "BDC_1109"):
+                    raise BillComSessionInvalidError("BDC_1109", message or "Session is invalid.", operation, status)
+                if code == "BDC_1322":
+                    failure = "BDC_1322 (more than 3 requests in flight for this org)"
+                elif code != "BDC_1144" and (status == 429 or status >= 500):
+                    failure = f"HTTP {status}"
+                elif code is not None:
+                    raise _error_for(code, message, operation, status)
+                else:
+                    raise BillComProtocolError(f"Bill.com {operation}: HTTP {status} without a v3 error body")
+            attempt += 1
+            with self._stats_lock:
+                self.retries[operation] += 1
+            if attempt >= self._retry.max_attempts:
+                if failure.startswith("BDC_1322"):
+                    raise BillComTooManyRequestsError("BDC_1322", f"still refused after {attempt} attempts", operation)
+                raise BillComTransportError(f"Bill.com {operation}: {failure}; gave up after {attempt} attempts")
+            delay = self._retry.delay(attempt)
+            log.warning("Bill.com %s: %s; retry %d in %.2fs", operation, failure, attempt, delay)
+            self._sleep(delay)
+
+    def _current_v3_session(self) -> StoredSession:
+        with self._v3_lock:
+            now = self._clock()
+            if self._v3_session is not None and now - self._v3_session.last_used_at < self._renew_after_idle:
+                return self._v3_session
+            stored = self._store.load_session(self._v3_key)
+            if stored is not None and now - stored.last_used_at < self._renew_after_idle:
+                self._v3_session = stored
+                return stored
+            body = {"username": self._username, "password": self._password, "organizationId": self.org_id,
+                    "devKey": self._dev_key}
+            try:
+                data = self._send_v3("v3/login", "v3/login", body, session_id=None)
+            except BillComSessionInvalidError as exc:  # a 401 on login is about the credentials
+                raise BillComAuthError(exc.code, "v3 login refused", "v3/login", exc.http_status) from None
+            session_id = data.get("sessionId") if isinstance(data, dict) else None
+            if not isinstance(session_id, str) or not session_id:
+                raise BillComProtocolError("Bill.com v3/login: the answer has no sessionId")
+            now = self._clock()
+            self._v3_session = StoredSession(session_id=session_id, logged_in_at=now, last_used_at=now)
+            with self._stats_lock:
+                self.logins += 1
+            self._store.save_session(self._v3_key, self._v3_session)
+            self._v3_persisted = now
+            log.info("Logged in to Bill.com v3 for org %s", self.org_id)
+            return self._v3_session
+
+    def _touch_v3(self, session: StoredSession) -> None:
+        session.last_used_at = self._clock()
+        if self._v3_persisted is None or session.last_used_at - self._v3_persisted >= timedelta(minutes=1):
+            self._store.save_session(self._v3_key, session)
+            self._v3_persisted = session.last_used_at
 
     # -- session lifecycle ----------------------------------------------------------------------------
 
@@ -580,6 +753,20 @@ def _parse_envelope(response: httpx.Response, operation: str) -> dict[str, Any] 
         body["response_status"] = 1
         return body
     raise BillComProtocolError(f"Bill.com {operation}: unexpected response_status {status!r}")
+
+
+def _v3_error(response: httpx.Response) -> tuple[str | None, str]:
+    """(code, message) of a v3 error body: an array of {timestamp, code, severity, category, message}, or a
+    gateway's {"message": ...} object; (None, "") when the body is neither."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None, ""
+    first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else body
+    if not isinstance(first, dict):
+        return None, ""
+    code = first.get("code")
+    return (code if isinstance(code, str) and code else None), str(first.get("message") or "")
 
 
 def _error_fields(envelope: Mapping[str, Any], operation: str) -> tuple[str, str]:

@@ -1,9 +1,11 @@
 """Channel resources: SendGrid email, Twilio SMS and voice, and the outreach settings (dry run, links).
 
 Every provider call has a timeout. A 429 (Twilio 20429, SendGrid 429) means the request was not processed,
-so it is retried with backoff. A send that fails in a way that leaves its outcome unknown (5xx, timeout,
-broken connection) is NOT retried: neither provider has an idempotency key, so the attempt stays
-`reserved` and reconciliation decides (ledger.reconcile). Reads (listing messages/calls) retry 429 and 5xx.
+so it is retried with backoff; a 429 that outlasts the retry budget is still a definite "not accepted"
+(`throttled`): the attempt's reservation is released and a later run sends the step (ledger.release). A
+send that fails in a way that leaves its outcome unknown (5xx, timeout, broken connection) is NOT retried:
+neither provider has an idempotency key, so the attempt stays `reserved` and reconciliation decides
+(ledger.reconcile). Reads (listing messages/calls) retry 429 and 5xx.
 Secrets are bound with dg.EnvVar and never logged.
 """
 
@@ -29,7 +31,9 @@ TWILIO_INVALID = {21211, 21214, 21216, 21217, 21614, 30005, 30006}
 
 @dataclass(frozen=True)
 class SendResult:
-    outcome: str  # "sent" | "rejected" (never reached anyone) | "unknown" (reconcile)
+    # "sent" | "rejected" (never reached anyone) | "unknown" (reconcile) | "throttled" (429 past the retry
+    # budget: not accepted, the reservation is released for a later run)
+    outcome: str
     provider_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
@@ -53,6 +57,14 @@ class Throttle:
         self._next: dict[str, float] = {}
         self._clock, self._sleep = clock, sleep
         self.waited_s = 0.0
+        self._refused: set[str] = set()
+
+    def refuse(self, provider: str) -> None:
+        """The provider answered 429 past the retry budget: send it nothing more in this run."""
+        self._refused.add(provider)
+
+    def refused(self, provider: str) -> bool:
+        return provider in self._refused
 
     def wait(self, key: str) -> None:
         interval = self._interval.get(key, 0.0)
@@ -88,8 +100,8 @@ class OutreachSettings(dg.ConfigurableResource):
     org_name: str = Field(default="Accounts Receivable", description="who the messages are from")
     payment_link_template: str = Field(
         default="https://pay.example.com/invoices/{invoice_id}",
-        description="payment link; {invoice_id} (oldest invoice), {customer_id}, {case_id}. Bill.com's v3 "
-        "payment-link endpoint is not wired yet",
+        description="payment link when Bill.com's v3 payment link is unavailable (outreach/payment_links.py); "
+        "{invoice_id} (oldest invoice), {customer_id}, {case_id}",
     )
     unsubscribe_url_template: str = Field(
         default="{public_base_url}/webhooks/sendgrid/unsubscribe?attempt_id={attempt_id}&token={token}",
@@ -129,7 +141,7 @@ class SendGridEmailResource(dg.ConfigurableResource):
     )
 
     def send(self, attempt_id: str, to: str, subject: str, text: str, html: str | None,
-             unsubscribe_url: str | None = None) -> SendResult:
+             unsubscribe_url: str | None = None, reply_to: str | None = None) -> SendResult:
         from python_http_client.exceptions import HTTPError
         from sendgrid import SendGridAPIClient
         from sendgrid.helpers.mail import (
@@ -154,8 +166,8 @@ class SendGridEmailResource(dg.ConfigurableResource):
         # Per-personalization custom_args: the spec types the top-level one as a string (reference §2.2).
         personalization.add_custom_arg(CustomArg("attempt_id", attempt_id))
         message.add_personalization(personalization)
-        if self.reply_to:
-            message.reply_to = ReplyTo(self.reply_to, self.from_name)
+        if reply_to or self.reply_to:  # per attempt (replies+att_…@…) when given: Inbound Parse matches the case
+            message.reply_to = ReplyTo(reply_to or self.reply_to, self.from_name)
         if unsubscribe_url:
             # One-click unsubscribe in mail clients (RFC 8058) goes to the same signed link as the body's.
             message.header = Header("List-Unsubscribe", f"<{unsubscribe_url}>")
@@ -173,7 +185,11 @@ class SendGridEmailResource(dg.ConfigurableResource):
                     wait = _reset_wait(getattr(exc, "headers", None), time.time(), self.max_reset_wait_s)
                     time.sleep(wait if wait is not None else _backoff(attempt, self.retry_base_delay_s))
                     continue
-                if status == 429 or status >= 500:
+                if status == 429:
+                    # Still refused after the retry budget: SendGrid did not accept it (nothing to reconcile).
+                    return SendResult("throttled", error_code="429",
+                                      error_message=f"SendGrid 429 on {attempt + 1} attempt(s)")
+                if status >= 500:
                     # 5xx: SendGrid may have queued it; a resend could double-email.
                     return SendResult("unknown", error_code=str(status), error_message="SendGrid HTTP error")
                 return SendResult("rejected", error_code=str(status), error_message=_sendgrid_error(exc))
@@ -224,7 +240,11 @@ class TwilioResource(dg.ConfigurableResource):
                 if (status == 429 or code == 20429) and attempt + 1 < self.max_attempts:
                     time.sleep(_backoff(attempt, self.retry_base_delay_s))  # never processed: safe to retry
                     continue
-                if status == 429 or status >= 500:
+                if status == 429 or code == 20429:
+                    # Twilio: a 429'd request was never processed (error 20429), however often it repeats.
+                    return SendResult("throttled", error_code=str(code or status),
+                                      error_message=f"Twilio 429 on {attempt + 1} attempt(s)")
+                if status >= 500:
                     return SendResult("unknown", error_code=str(code or status), error_message="Twilio HTTP error")
                 return SendResult("rejected", error_code=str(code or status), error_message=str(getattr(exc, "msg", ""))[:300])
             except requests.RequestException as exc:

@@ -3,7 +3,9 @@
 At most once per (case, step): `reserve` inserts the row with the unique key *before* the provider call; a
 second reserve of the same key fails on the constraint and returns None, whatever process tries. `confirm`
 stores the provider's answer. `reconcile` settles reservations left without an outcome (crash, timeout)
-by asking the provider what happened - never by sending again.
+by asking the provider what happened - never by sending again. `release` hands a reservation back when the
+provider definitely did not take the message (429 past the retry budget): the row becomes `released` and
+the next `reserve` of that (case, step) takes it over with one conditional UPDATE, so still only one holder.
 """
 
 import json
@@ -45,8 +47,34 @@ def reserve(store: Warehouse, action: dict[str, Any], now: datetime, run_id: str
         with store.transaction() as conn:
             conn.execute(A.insert(), [row])
     except sa.exc.IntegrityError:
-        return None
+        return _retake(store, row)
     return attempt_id
+
+
+def _retake(store: Warehouse, row: dict[str, Any]) -> str | None:
+    """Take over a `released` row of the same (case, step): only a row no provider accepted is reused, and
+    only one UPDATE can move it from released to reserved. Its attempt id is kept (no message carries it)."""
+    values = {k: v for k, v in row.items() if k not in ("attempt_id", "case_id", "step")}
+    values.update(provider=None, provider_id=None, error_code=None, error_message=None, sent_at=None,
+                  confirmed_at=None)
+    with store.transaction() as conn:
+        taken = conn.execute(A.update().where(A.c.case_id == row["case_id"], A.c.step == row["step"],
+                                              A.c.status == "released").values(**values)).rowcount
+        if taken != 1:
+            return None
+        return conn.execute(sa.select(A.c.attempt_id).where(A.c.case_id == row["case_id"],
+                                                            A.c.step == row["step"])).scalar_one()
+
+
+def release(store: Warehouse, attempt_id: str, now: datetime, provider: str, reason: str) -> bool:
+    """The provider refused to take the message (429 past the retry budget: never processed). The step is
+    sent by a later run; why is kept on the row. Only a `reserved` row is released."""
+    with store.transaction() as conn:
+        return conn.execute(
+            A.update().where(A.c.attempt_id == attempt_id, A.c.status == "reserved").values(
+                status="released", provider=provider, released_reason=f"{provider}: {reason}",
+                release_count=sa.func.coalesce(A.c.release_count, 0) + 1, updated_at=now)
+        ).rowcount == 1
 
 
 def confirm(store: Warehouse, attempt_id: str, now: datetime, **values: Any) -> None:
@@ -161,3 +189,24 @@ def clear_opt_out(store: Warehouse, channel: str, address: str, cleared_by: str,
                 "cleared_by": cleared_by.strip(), "why": why.strip(), "cleared_at": now}])
             conn.execute(optouts.delete().where(optouts.c.opt_out_id == row["opt_out_id"]))
     return len(rows)
+
+
+def close_callback(store: Warehouse, request_id: str, closed_by: str, why: str, now: datetime | None = None) -> bool:
+    """A person handled a callback request (the debtor pressed 2): it is closed with who, why and when.
+    False when there is no open request with that id."""
+    if not closed_by.strip() or not why.strip():
+        raise ValueError("closing a callback request needs who (--by) and why (--why)")
+    R = os_.callback_requests
+    with store.transaction() as conn:
+        return conn.execute(R.update().where(R.c.request_id == request_id.strip(), R.c.status == "open").values(
+            status="done", closed_by=closed_by.strip(), close_why=why.strip(),
+            closed_at=now or datetime.now(UTC))).rowcount == 1
+
+
+def record_draft(store: Warehouse, attempt_id: str, source: str, rejections: list[str], now: datetime) -> None:
+    """Who wrote the attempt's message (template | llm) and why LLM drafts were refused. Reasons name facts
+    of this case's draft only (never another customer's text, never a key); bounded in length."""
+    reasons = "; ".join(reason[:200] for reason in rejections)[:2000] or None
+    with store.transaction() as conn:
+        conn.execute(A.update().where(A.c.attempt_id == attempt_id).values(
+            draft_source=source, guardrail_rejections=reasons, updated_at=now))

@@ -55,11 +55,11 @@ class FeeRule:
     timezone: str  # the organisation's: contact timestamps become calendar days there, like payment dates
 
 
-def _payment_lines(warehouse: Warehouse) -> list[dict[str, Any]]:
-    lines, paid, inv = schema.billcom_received_payment_lines, schema.billcom_received_payments, schema.billcom_invoices
+def _payment_lines(warehouse: Warehouse, tables: schema.ARTables) -> list[dict[str, Any]]:
+    lines, paid, inv = tables.received_payment_lines, tables.received_payments, tables.invoices
     synced = (
         sa.select(
-            (sa.literal("billcom:") + lines.c.invoice_pay_id).label("line_key"),
+            (sa.literal(f"{tables.source}:") + lines.c.invoice_pay_id).label("line_key"),
             lines.c.received_payment_id,
             lines.c.invoice_id,
             lines.c.amount_cents,
@@ -68,7 +68,7 @@ def _payment_lines(warehouse: Warehouse) -> list[dict[str, Any]]:
             sa.func.coalesce(inv.c.customer_id, paid.c.customer_id).label("customer_id"),
             inv.c.invoice_number,
             inv.c.due_date,
-            sa.literal("billcom").label("source"),
+            sa.literal(tables.source).label("source"),
         )
         .select_from(
             lines.join(paid, paid.c.received_payment_id == lines.c.received_payment_id).outerjoin(
@@ -77,7 +77,7 @@ def _payment_lines(warehouse: Warehouse) -> list[dict[str, Any]]:
         )
         .where(lines.c.amount_cents > 0, paid.c.payment_date.is_not(None), lines.c.invoice_id.is_not(None))
     )
-    # Our own postings count from the moment Bill.com gave us its id, not from the next sync.
+    # Our own postings count from the moment the source gave us its id, not from the next sync.
     not_synced = ~sa.exists().where(paid.c.received_payment_id == payments_posted.c.received_payment_id)
     posted = (
         sa.select(
@@ -131,13 +131,13 @@ def _contact_windows(warehouse: Warehouse, zone: ZoneInfo) -> dict[str, dict[str
     return windows
 
 
-def compute(warehouse: Warehouse, rule: FeeRule, now: datetime) -> list[dict[str, Any]]:
+def compute(warehouse: Warehouse, tables: schema.ARTables, rule: FeeRule, now: datetime) -> list[dict[str, Any]]:
     """The fee_ledger rows: attributed payment lines only, oldest payment first."""
     zone = ZoneInfo(rule.timezone)
     window = timedelta(days=rule.window_days)
     contacts = _contact_windows(warehouse, zone)
     ledger = []
-    for line in _payment_lines(warehouse):
+    for line in _payment_lines(warehouse, tables):
         paid_on: date = line["paid_on"]
         due: date | None = line["due_date"]
         contact = contacts.get(line["invoice_id"])

@@ -8,6 +8,7 @@ re-executing any of these runs, in whole or from failure, posts nothing twice.
 
 import dagster as dg
 
+from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.payments.posting import (
     TERMINAL,
@@ -17,12 +18,7 @@ from agentcollect_pipeline.payments.posting import (
     payment_note,
     validate_event,
 )
-from agentcollect_pipeline.resources import (
-    ARSyncSettings,
-    BillComResource,
-    PaymentSettings,
-    WarehouseResource,
-)
+from agentcollect_pipeline.resources import ARSyncSettings, PaymentSettings, WarehouseResource
 from agentcollect_pipeline.warehouse.payments_schema import payments_posted
 
 TAGS = {"agentcollect/lane": "payments"}
@@ -33,13 +29,13 @@ class PaymentBatchConfig(dg.Config):
     """Events of this run as "source:event_id" (e.g. "webhook:evt_123"), in arrival order."""
 
 
-def _poster(warehouse: WarehouseResource, billcom: BillComResource, ar_settings: ARSyncSettings,
+def _poster(warehouse: WarehouseResource, ar_source: ARSourceResource, ar_settings: ARSyncSettings,
             payment_settings: PaymentSettings) -> PaymentPoster:
-    return PaymentPoster(warehouse.get_warehouse(), billcom.get_source(ar_settings), policy=payment_settings.policy())
+    return PaymentPoster(warehouse.get_warehouse(), ar_source.get_source(ar_settings), policy=payment_settings.policy())
 
 
 def _failed(event: dict, stage: str, exc: Exception) -> dict:
-    # No secret can be in here: Bill.com errors carry codes and messages only (see the client).
+    # No secret can be in here: AR source errors carry codes and messages only (see the clients).
     return {"event": f"{event['source']}:{event['event_id']}", "stage": stage, "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -48,11 +44,11 @@ def validate_payment_events(
     context: dg.OpExecutionContext,
     config: PaymentBatchConfig,
     warehouse: WarehouseResource,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     payment_settings: PaymentSettings,
 ) -> dict:
-    poster = _poster(warehouse, billcom, ar_settings, payment_settings)
+    poster = _poster(warehouse, ar_source, ar_settings, payment_settings)
     events = load_events(poster.warehouse, config.events)
     batch: dict = {"todo": [], "done": [], "failed": []}
     for event in events:
@@ -69,16 +65,16 @@ def validate_payment_events(
     return batch
 
 
-@dg.op(tags=TAGS, pool="billcom", description="Find each event's invoice at the AR source; unknown or ambiguous -> needs_review.")
+@dg.op(tags=TAGS, pool="ar_source", description="Find each event's invoice at the AR source; unknown or ambiguous -> needs_review.")
 def match_payment_invoices(
     context: dg.OpExecutionContext,
     batch: dict,
     warehouse: WarehouseResource,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     payment_settings: PaymentSettings,
 ) -> dict:
-    poster = _poster(warehouse, billcom, ar_settings, payment_settings)
+    poster = _poster(warehouse, ar_source, ar_settings, payment_settings)
     matched = []
     for event in batch["todo"]:
         try:
@@ -94,16 +90,16 @@ def match_payment_invoices(
     return {**batch, "todo": matched}
 
 
-@dg.op(tags=TAGS, pool="billcom", description="Post each payment exactly once (ledger reservation + key in refNumber).")
+@dg.op(tags=TAGS, pool="ar_source", description="Post each payment exactly once (ledger reservation + key in refNumber).")
 def post_payments(
     context: dg.OpExecutionContext,
     batch: dict,
     warehouse: WarehouseResource,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     payment_settings: PaymentSettings,
 ) -> dict:
-    poster = _poster(warehouse, billcom, ar_settings, payment_settings)
+    poster = _poster(warehouse, ar_source, ar_settings, payment_settings)
     done = list(batch["done"])
     for item in batch["todo"]:
         event = item["event"]
@@ -129,7 +125,7 @@ def post_payments(
         context.log_event(
             dg.AssetMaterialization(
                 asset_key="payments_posted",
-                description=f"{len(posted)} payment(s) posted to Bill.com by this run",
+                description=f"{len(posted)} payment(s) posted to the AR source by this run",
                 metadata={
                     "dagster/row_count": dg.MetadataValue.int(poster.warehouse.count(payments_posted)),
                     "dagster/table_name": payments_posted.name,
@@ -144,16 +140,16 @@ def post_payments(
     return {"outcomes": done, "failed": batch["failed"]}
 
 
-@dg.op(tags=TAGS, pool="billcom", description="Write one private status note per fact on the customer in Bill.com.")
+@dg.op(tags=TAGS, pool="ar_source", description="Write one private status note per fact on the customer at the AR source.")
 def write_payment_notes(
     context: dg.OpExecutionContext,
     batch: dict,
     warehouse: WarehouseResource,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     payment_settings: PaymentSettings,
 ) -> dict:
-    poster = _poster(warehouse, billcom, ar_settings, payment_settings)
+    poster = _poster(warehouse, ar_source, ar_settings, payment_settings)
     outcomes = [Outcome(**o) for o in batch["outcomes"]]
     # An outcome replayed from the ledger does not know the balance left; ask the AR source so a partial
     # payment's note does not claim collection stopped.
@@ -164,7 +160,7 @@ def write_payment_notes(
             if o.status == "posted" and o.amount_due_after_cents is None:
                 o.amount_due_after_cents = due.get(o.invoice_id)
     for outcome in outcomes:
-        note = payment_note(outcome)
+        note = payment_note(outcome, poster.source.display_name)
         if note is None:
             continue
         try:
@@ -177,16 +173,16 @@ def write_payment_notes(
     return {"outcomes": [o.as_dict() for o in outcomes], "failed": batch["failed"]}
 
 
-@dg.op(tags=TAGS, pool="billcom", description="Re-read paid invoices into billcom_invoices so collection stops now.")
+@dg.op(tags=TAGS, pool="ar_source", description="Re-read paid invoices into the AR source's invoices table so collection stops now.")
 def refresh_paid_invoices(
     context: dg.OpExecutionContext,
     batch: dict,
     warehouse: WarehouseResource,
-    billcom: BillComResource,
+    ar_source: ARSourceResource,
     ar_settings: ARSyncSettings,
     payment_settings: PaymentSettings,
 ) -> list:
-    poster = _poster(warehouse, billcom, ar_settings, payment_settings)
+    poster = _poster(warehouse, ar_source, ar_settings, payment_settings)
     outcomes = batch["outcomes"]
     ids = [o["invoice_id"] for o in outcomes if o["status"] in ("posted", "already_recorded") and o["invoice_id"]]
     rows = poster.refresh_invoices(ids)
@@ -209,7 +205,7 @@ def refresh_paid_invoices(
 @dg.job(
     tags=TAGS,
     executor_def=dg.in_process_executor,
-    description="Post a batch of payment events to Bill.com exactly once, note the customer, refresh the invoice.",
+    description="Post a batch of payment events to the AR source exactly once, note the customer, refresh the invoice.",
 )
 def post_payment():
     refresh_paid_invoices(write_payment_notes(post_payments(match_payment_invoices(validate_payment_events()))))

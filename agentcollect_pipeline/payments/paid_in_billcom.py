@@ -33,16 +33,16 @@ from agentcollect_pipeline.warehouse.store import Warehouse, dialect_insert
 NOTE_PREFIX = "paid_in_billcom:"
 
 
-def note_text(row: dict[str, Any], timezone: str) -> str:
+def note_text(row: dict[str, Any], timezone: str, source_name: str) -> str:
     amount = f"{row['currency']} {from_minor_units(row['amount_cents'], row['currency']):,}"
     seen = row["paid_seen_at"].astimezone(ZoneInfo(timezone)).date().isoformat()
     invoice = row["invoice_number"] or row["invoice_id"]
-    return f"AgentCollect: invoice {invoice} ({amount}) paid in Bill.com, seen {seen}; collection stopped"
+    return f"AgentCollect: invoice {invoice} ({amount}) paid in {source_name}, seen {seen}; collection stopped"
 
 
-def detect(warehouse: Warehouse, *, timezone: str, now: datetime) -> list[dict[str, Any]]:
-    """Record the invoices newly found paid in Bill.com while in collection; returns the new rows."""
-    inv, cases, seen = schema.billcom_invoices, cs.cases, invoices_paid_in_billcom
+def detect(warehouse: Warehouse, tables: schema.ARTables, *, timezone: str, now: datetime) -> list[dict[str, Any]]:
+    """Record the invoices newly found paid at the AR source while in collection; returns the new rows."""
+    inv, cases, seen = tables.invoices, cs.cases, invoices_paid_in_billcom
     ours = sa.exists().where(
         payments_posted.c.invoice_id == inv.c.invoice_id,
         payments_posted.c.status.in_(("posted", "already_recorded")),
@@ -112,13 +112,13 @@ def unnoted(warehouse: Warehouse) -> list[dict[str, Any]]:
 
 
 def write_notes(
-    rows: list[dict[str, Any]], write_note: Callable[[str, str, str], str | None], timezone: str
+    rows: list[dict[str, Any]], write_note: Callable[[str, str, str], str | None], timezone: str, source_name: str
 ) -> tuple[list[str], list[str]]:
     """(invoice ids noted, 'invoice: error' for failures). One failure does not stop the others."""
     done, failed = [], []
     for row in rows:
         try:
-            write_note(row["note_fact_key"], row["customer_id"], note_text(row, timezone))
+            write_note(row["note_fact_key"], row["customer_id"], note_text(row, timezone, source_name))
         except Exception as exc:  # the row stays unnoted and the next materialization tries again
             failed.append(f"{row['invoice_id']}: {type(exc).__name__}: {exc}")
             continue

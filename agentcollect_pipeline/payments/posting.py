@@ -1,17 +1,20 @@
 """Exactly-once posting of payment events to the AR source, and notes written once per fact. No Dagster here.
 
-Bill.com's RecordARPayment has no idempotency key, so the guarantee is built from three pieces:
+The AR source is Bill.com, QuickBooks Online or NetSuite. Bill.com's RecordARPayment has no idempotency key
+(QBO's requestid and NetSuite's external-id upsert are a second line of defence, not the first), so the
+guarantee is built from three pieces that hold for every source:
 
 1. `payments_posted` holds one row per event under a unique posting key. A run must *claim* that row
-   (insert it, or take over a claim older than the lease) before it may call Bill.com; the database's
+   (insert it, or take over a claim older than the lease) before it may call the source; the database's
    unique constraint, not a read-then-write, decides who holds it.
-2. The posting key travels in the ReceivedPay's `refNumber`. Before posting, and whenever a claim is taken
-   over or a write ended in "outcome unknown", the customer's received payments at Bill.com are searched
+2. The posting key travels in the payment's reference (Bill.com refNumber, QBO PaymentRefNum, NetSuite
+   externalId). Before posting, and whenever a claim is taken over or a write ended in "outcome unknown",
+   the customer's received payments at the source are searched
    for that key: found means posted, whatever our own ledger missed.
 3. A write whose outcome is unknown is never sent again: it is reconciled by that search only, a bounded
    number of times, and then handed to a person (`needs_review`).
 
-The lease must outlast the longest possible Bill.com call (timeouts x connect retries), so that a claim is
+The lease must outlast the longest possible AR source call (timeouts x connect retries), so that a claim is
 only taken over from a run that is certainly gone.
 """
 
@@ -28,14 +31,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentcollect_pipeline.ar_source.base import ARSource, CurrencyLookup, PaymentToRecord
-from agentcollect_pipeline.ar_source.billcom import PAYMENT_TYPES
-from agentcollect_pipeline.clients.billcom import (
-    BillComError,
-    BillComNotFoundError,
-    BillComOutcomeUnknownError,
-    BillComTransportError,
+from agentcollect_pipeline.ar_source.base import (
+    AROutcomeUnknownError,
+    ARRecordNotFoundError,
+    ARSource,
+    ARSourceError,
+    ARTransportError,
+    CurrencyLookup,
+    PaymentToRecord,
 )
+from agentcollect_pipeline.ar_source.billcom import PAYMENT_TYPES
 from agentcollect_pipeline.money import MoneyError, exponent, from_minor_units
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.payments_schema import (
@@ -55,7 +60,8 @@ _RELEASED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def posting_key(source: str, event_id: str) -> str:
-    """Short and fixed-length, because it must fit Bill.com's refNumber; 80 bits make collisions moot."""
+    """Short and fixed-length (23 chars), because it must fit every source's payment reference field; 80 bits
+    make collisions moot."""
     return KEY_PREFIX + hashlib.sha256(f"{source}:{event_id}".encode()).hexdigest()[:20].upper()
 
 
@@ -157,7 +163,7 @@ class PaymentPoster:
         self._clock = clock
         if currency_of is None:
             with warehouse.engine.connect() as conn:
-                table = schema.billcom_customers
+                table = schema.ar_tables(source.name).customers
                 currencies = dict(conn.execute(sa.select(table.c.customer_id, table.c.currency)).all())
             currency_of = currencies.get
         self.currency_of = currency_of
@@ -192,7 +198,7 @@ class PaymentPoster:
             if conn.execute(stmt).rowcount == 1:
                 return token
             # Someone reserved it before. Take over only a reservation older than the lease: its run is
-            # gone (crashed before calling Bill.com, or its call certainly ended).
+            # gone (crashed before calling the source, or its call certainly ended).
             expired = now - timedelta(seconds=self.policy.reservation_lease_s)
             taken = conn.execute(
                 payments_posted.update()
@@ -206,7 +212,7 @@ class PaymentPoster:
         return token if taken == 1 else None
 
     def _release(self, key: str, token: str) -> None:
-        """Nothing reached Bill.com: let the next run take the reservation at once instead of after the lease."""
+        """Nothing reached the source: let the next run take the reservation at once instead of after the lease."""
         with self.warehouse.transaction() as conn:
             conn.execute(
                 payments_posted.update()
@@ -318,7 +324,7 @@ class PaymentPoster:
         if event.get("invoice_id"):
             try:
                 (invoice,) = self.source.read_invoices([event["invoice_id"]], self.currency_of)
-            except BillComNotFoundError:
+            except ARRecordNotFoundError:
                 return Match(None, "unknown_invoice", f"no invoice {event['invoice_id']} at the AR source")
             if event.get("customer_id") and event["customer_id"] != invoice["customer_id"]:
                 return Match(None, "ambiguous_invoice",
@@ -427,7 +433,7 @@ class PaymentPoster:
         for customer_id in also_search:
             ours += [p for p in self._customer_payments(customer_id) if p["ref_number"] == key]
         if ours:
-            # A previous run posted and died before writing it down: the key at Bill.com is the proof.
+            # A previous run posted and died before writing it down: the key at the source is the proof.
             return self._finish(event, self._decision(event, invoice, "posted", received_payment_id=ours[0]["id"],
                                                       detail="found at the AR source by its key"), token=token)
         already = self._already_recorded(event, invoice, payments)
@@ -450,7 +456,7 @@ class PaymentPoster:
         )
         try:
             received = self.source.record_payment(payment)
-        except BillComOutcomeUnknownError as exc:
+        except AROutcomeUnknownError as exc:
             log.warning("posting %s: %s; reconciling by its key, never re-sending", key, exc)
             with self.warehouse.transaction() as conn:
                 conn.execute(
@@ -459,13 +465,13 @@ class PaymentPoster:
                     .values(status="outcome_unknown", detail=str(exc))
                 )
             return self._reconcile_unknown(event, invoice)
-        except BillComTransportError:
-            # Connect failures are retried inside the client and never reach Bill.com.
+        except ARTransportError:
+            # Retried inside the client; raised only when nothing can have been written.
             self._release(key, token)
             raise
-        except BillComError as exc:
+        except ARSourceError as exc:
             # An error envelope is a definite refusal: nothing was recorded.
-            return self._finish(event, self._decision(event, invoice, "needs_review", reason="billcom_rejected",
+            return self._finish(event, self._decision(event, invoice, "needs_review", reason="source_rejected",
                                                       detail=f"{exc.code}: {exc.message}"), token=token)
         due_after = max(invoice["amount_due_cents"] - event["amount_cents"], 0)
         return self._finish(event, self._decision(event, invoice, "posted", received_payment_id=str(received["id"]),
@@ -490,7 +496,7 @@ class PaymentPoster:
                 event,
                 self._decision(event, invoice, "needs_review", reason="outcome_unknown_not_found",
                                detail=f"a write timed out and its key was not found after {row['reconcile_checks']} "
-                               "checks; confirm in Bill.com before posting by hand"),
+                               f"checks; confirm in {self.source.display_name} before posting by hand"),
                 token=None, from_status=("outcome_unknown",),
             )
         return self._outcome(event, "pending", customer_id=invoice["customer_id"], invoice_id=invoice["invoice_id"],
@@ -506,7 +512,7 @@ class PaymentPoster:
 
     def _already_recorded(self, event: dict[str, Any], invoice: dict[str, Any], payments: list[dict]) -> str | None:
         """A payment on this invoice we did not post, same amount, dated within the window, not yet matched to
-        another event: the money is already in Bill.com (paid through its own link, or recorded by hand)."""
+        another event: the money is already at the source (paid through its own link, or recorded by hand)."""
         with self.warehouse.engine.connect() as conn:
             claimed = set(
                 conn.execute(
@@ -547,14 +553,14 @@ class PaymentPoster:
     # -- after posting ---------------------------------------------------------------------------------
 
     def refresh_invoices(self, invoice_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Re-read invoices and store them in billcom_invoices, so eligibility sees them paid now rather
+        """Re-read invoices and store them in the source's invoices table, so eligibility sees them paid now rather
         than at the next 4-hourly sync."""
         ids = sorted(set(invoice_ids))
         if not ids:
             return []
         rows = self.source.read_invoices(ids, self.currency_of)
         with self.warehouse.transaction() as conn:
-            self.warehouse.upsert(conn, schema.billcom_invoices, rows)
+            self.warehouse.upsert(conn, schema.ar_tables(self.source.name).invoices, rows)
         return rows
 
     def write_note(self, fact_key: str, customer_id: str, text: str) -> str | None:
@@ -581,7 +587,7 @@ class PaymentPoster:
             return existing.message_id if existing is not None else None
         message_id = None
         if taken_over:
-            # The previous writer may have reached Bill.com before dying: look before writing again.
+            # The previous writer may have reached the source before dying: look before writing again.
             for note in self.source.list_customer_notes(customer_id):
                 if note.get("message") == existing.message:
                     message_id = str(note.get("id", ""))
@@ -615,7 +621,7 @@ def _join(reason: str | None, detail: str | None) -> str | None:
     return reason or detail
 
 
-def payment_note(outcome: Outcome) -> tuple[str, str] | None:
+def payment_note(outcome: Outcome, source_name: str) -> tuple[str, str] | None:
     """(fact key, text) of the customer note for an outcome, or None when there is nothing to tell.
 
     Notes are short facts a collector can act on; they never carry the payer's reference, card or bank
@@ -627,12 +633,12 @@ def payment_note(outcome: Outcome) -> tuple[str, str] | None:
     invoice = outcome.invoice_number or outcome.invoice_id
     if outcome.status == "posted":
         text = (f"AgentCollect: payment of {amount} received {outcome.occurred_on} for {invoice}, "
-                f"posted to Bill.com (ref {outcome.posting_key})")
+                f"posted to {source_name} (ref {outcome.posting_key})")
         if outcome.amount_due_after_cents:
             text += f"; {_money(outcome.amount_due_after_cents, outcome.currency)} remains due"
         else:
             text += "; collection stopped"
     else:
         text = (f"AgentCollect: payment of {amount} received {outcome.occurred_on} for {invoice} was already "
-                f"recorded in Bill.com; nothing posted again; collection stopped")
+                f"recorded in {source_name}; nothing posted again; collection stopped")
     return f"payment:{outcome.posting_key}", text

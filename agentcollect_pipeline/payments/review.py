@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentcollect_pipeline.clients.billcom import BillComNotFoundError
+from agentcollect_pipeline.ar_source.base import ARRecordNotFoundError
 from agentcollect_pipeline.payments.posting import Outcome, PaymentPoster, load_events, payment_note
 from agentcollect_pipeline.warehouse.payments_schema import needs_review, payment_events, payments_posted
 from agentcollect_pipeline.warehouse.store import Warehouse
@@ -109,7 +109,7 @@ def resolve_to_invoice(
     event = _event_of(warehouse, item)
     try:
         (invoice,) = poster.source.read_invoices([invoice_id], poster.currency_of)
-    except BillComNotFoundError:
+    except ARRecordNotFoundError:
         raise ReviewError(f"no invoice {invoice_id} at the AR source") from None
     outcome = poster.post_reviewed(event, invoice, resolved_by=by)
     if outcome.status == "pending":
@@ -124,11 +124,11 @@ def resolve_to_invoice(
             # A replayed outcome does not know the balance left; without it a partial payment's note
             # would claim collection stopped.
             outcome.amount_due_after_cents = refreshed[0]["amount_due_cents"]
-        note = payment_note(outcome)
+        note = payment_note(outcome, poster.source.display_name)
         note_id = poster.write_note(note[0], outcome.customer_id, note[1]) if note is not None else None
     except Exception as exc:
         raise ReviewError(
-            f"{outcome.status} (ReceivedPay {outcome.received_payment_id}), but the customer note or the invoice "
+            f"{outcome.status} (payment {outcome.received_payment_id}), but the customer note or the invoice "
             f"refresh failed ({type(exc).__name__}: {exc}); the item stays open: run the same command again"
         ) from exc
     _close(warehouse, review_id, outcome.status, by, why, now or datetime.now(UTC))

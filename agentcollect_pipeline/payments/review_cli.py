@@ -26,12 +26,12 @@ def _poster():
     from agentcollect_pipeline.definitions import build_resources
     from agentcollect_pipeline.payments.posting import PaymentPoster
 
-    wanted = ("warehouse", "billcom", "ar_settings", "payment_settings")
+    wanted = ("warehouse", "ar_source", "ar_settings", "payment_settings")
     resources = build_resources()
     with dg.build_resources({name: resources[name] for name in wanted}) as bound:
         yield PaymentPoster(
             bound.warehouse.get_warehouse(),
-            bound.billcom.get_source(bound.ar_settings),
+            bound.ar_source.get_source(bound.ar_settings),
             policy=bound.payment_settings.policy(),
         )
 

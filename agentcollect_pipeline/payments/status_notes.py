@@ -20,10 +20,12 @@ import sqlalchemy as sa
 
 from agentcollect_pipeline.assets.metadata import mask_email, mask_phone
 from agentcollect_pipeline.money import format_money
+from agentcollect_pipeline.settings import configured_ar_source
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import payments_schema as ps
 from agentcollect_pipeline.warehouse import schema
+from agentcollect_pipeline.warehouse.agent_schema import customer_replies
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 PREFIX = "AgentCollect:"
@@ -48,10 +50,14 @@ def _day(moment: datetime | date | None, timezone: str) -> str:
     return moment.isoformat()
 
 
-def customers_by_address(conn: sa.Connection) -> dict[tuple[str, str], set[str]]:
-    """(channel, address) -> customers reachable there, from customer records and their contacts."""
+def customers_by_address(
+    conn: sa.Connection, tables: schema.ARTables | None = None
+) -> dict[tuple[str, str], set[str]]:
+    """(channel, address) -> customers reachable there, from customer records and their contacts (of the
+    configured AR source unless `tables` says otherwise)."""
+    tables = tables or schema.ar_tables(configured_ar_source())
     owners: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for table in (schema.billcom_customers, schema.billcom_customer_contacts):
+    for table in (tables.customers, tables.customer_contacts):
         for customer_id, email, phone in conn.execute(
             sa.select(table.c.customer_id, table.c.email, table.c.phone_e164)
         ):
@@ -63,9 +69,9 @@ def customers_by_address(conn: sa.Connection) -> dict[tuple[str, str], set[str]]
     return owners
 
 
-def note_facts(store: Warehouse, timezone: str) -> list[NoteFact]:
+def note_facts(store: Warehouse, tables: schema.ARTables, timezone: str) -> list[NoteFact]:
     """Every fact that deserves a note, whether or not it has been written yet (the ledger decides)."""
-    invoices = schema.billcom_invoices
+    invoices = tables.invoices
     facts: list[NoteFact] = []
     with store.engine.connect() as conn:
         for dispute in conn.execute(
@@ -109,7 +115,7 @@ def note_facts(store: Warehouse, timezone: str) -> list[NoteFact]:
                 f"{PREFIX} collection paused {until} on {_day(pause.created_at, timezone)}"
                 f"{f' ({pause.reason})' if pause.reason else ''}.",
             ))
-        owners = customers_by_address(conn)
+        owners = customers_by_address(conn, tables)
         for opt_out in conn.execute(sa.select(cs.opt_outs)):
             key = (opt_out.channel, opt_out.address.strip().lower() if opt_out.channel == "email" else opt_out.address)
             for customer_id in sorted(owners.get(key, ())):
@@ -129,6 +135,32 @@ def note_facts(store: Warehouse, timezone: str) -> list[NoteFact]:
                     f"{PREFIX} {invalid.channel} contact {_masked(invalid.channel, invalid.address)} found wrong on "
                     f"{_day(invalid.marked_at, timezone)} ({invalid.reason}); it is no longer used.",
                 ))
+        facts += _request_facts(conn, timezone)
+    return facts
+
+
+def _request_facts(conn: sa.Connection, timezone: str) -> list[NoteFact]:
+    """What debtors asked for in replies and on calls: an invoice copy / the payment link, a call back."""
+    facts: list[NoteFact] = []
+    replies = customer_replies
+    for reply in conn.execute(sa.select(replies).where(replies.c.intent == "invoice_copy",
+                                                       replies.c.customer_id.is_not(None))):
+        day = _day(reply.received_at, timezone)
+        if reply.channel == "voice":
+            effect = str(reply.effect or "")
+            outcome = ("texted" if effect.startswith("link_sent") else
+                       f"not texted ({effect.split(':', 1)[1]})" if effect.startswith("link_refused:") else "texting")
+            text = f"{PREFIX} payment link requested on our call on {day} (pressed 1): {outcome}."
+        else:
+            text = (f"{PREFIX} invoice copy requested by {reply.channel} reply on {day}; the invoices and payment "
+                    f"link are sent to {_masked(reply.channel, reply.sender)} within contact hours.")
+        facts.append(NoteFact(f"reply:{reply.reply_id}:copy", reply.customer_id, text))
+    for request in conn.execute(sa.select(os_.callback_requests)):
+        facts.append(NoteFact(
+            f"callback:{request.request_id}", request.customer_id,
+            f"{PREFIX} callback requested on our call on {_day(request.requested_at, timezone)} (pressed 2) for "
+            f"{_masked('voice', request.number)}; a person should call back.",
+        ))
     return facts
 
 

@@ -2,8 +2,8 @@
 
 Pure: no clock, no database, no provider. The sending job and the month-long simulation test call the same
 function, so what the simulation proves (never outside quiet hours, never twice a day, never over the call
-caps, never after an opt-out, never about a paid invoice - cases only hold eligible invoices) holds for the
-job too. One action per customer per plan at most; the ledger's unique (case_id, step) does the rest.
+caps, never after an opt-out, never about a paid invoice - cases only hold eligible invoices - and, when the
+policy says so, never on a weekend or holiday in the debtor's local date) holds for the job too. One action per customer per plan at most; the ledger's unique (case_id, step) does the rest.
 
 Per case the loop is plain Python: a plan covers the open cases (thousands, not millions) and each decision
 needs several small lookups; the per-customer facts are precomputed once into dicts.
@@ -19,10 +19,20 @@ import pandas as pd
 
 from agentcollect_pipeline.money import format_money
 from agentcollect_pipeline.rules.outreach_policy import OutreachPolicy, Step
-from agentcollect_pipeline.rules.quiet_hours import allowed_at, candidate_zones, next_allowed
+from agentcollect_pipeline.rules.quiet_hours import (
+    Window,
+    allowed_at,
+    candidate_zones,
+    closed_days,
+    next_allowed,
+    next_business_moment,
+)
 
 # Ledger statuses that did not reach anyone and never will: they do not count against caps.
 NOT_CONTACTS = frozenset({"cancelled"})
+# A reservation the provider refused to take (429 past the retry budget): neither a contact nor a step done;
+# the step is planned again and its row re-reserved (ledger.reserve).
+RELEASED = frozenset({"released"})
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 
@@ -198,6 +208,8 @@ def plan_outreach(
     conversation_at: dict[str, datetime] = {}
     if len(history):
         for row in _rows(history):
+            if row.status in RELEASED:
+                continue
             at = _aware(row.reserved_at)
             if row.step in index_of:
                 steps_done[row.case_id][index_of[row.step]] = at
@@ -290,7 +302,13 @@ def plan_outreach(
         window = policy.window(step.channel)
         if not allowed_at(now, zones, window):
             wait(step, f"outside {window.start:%H:%M}-{window.end:%H:%M} in {', '.join(zones)}",
-                 next_allowed(now, zones, window))
+                 _next_contact(now, zones, window, policy))
+            continue
+        # Business days: a step falling on a weekend (business_days_only) or a holiday in any candidate zone
+        # waits for the next business day's window.
+        closed = closed_days(now, zones, weekends=policy.business_days_only, holidays=policy.holidays)
+        if closed:
+            wait(step, f"not a business day: {', '.join(closed)}", _next_contact(now, zones, window, policy))
             continue
 
         served.add(customer_id)
@@ -333,6 +351,13 @@ def _destination(channel: str, addresses: Iterable[str], opted: set, bad: set, c
         else:
             return address, ""
     return None, f"every {channel} address {'/'.join(sorted(set(reasons)))}"
+
+
+def _next_contact(now: datetime, zones: tuple[str, ...], window: Window, policy: OutreachPolicy) -> datetime | None:
+    """The next moment inside the window in every zone, and on a business day there when the policy says so."""
+    if not policy.business_days_only and not policy.holidays:
+        return next_allowed(now, zones, window)
+    return next_business_moment(now, zones, window, weekends=policy.business_days_only, holidays=policy.holidays)
 
 
 def _escalates(case, policy: OutreachPolicy) -> bool:

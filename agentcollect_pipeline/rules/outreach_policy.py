@@ -1,12 +1,15 @@
-"""The `outreach:` section of collection_policy.yaml: cadence ladder, escalation, caps, windows, consumers.
+"""The `outreach:` section of collection_policy.yaml: cadence ladder, escalation, caps, windows, consumers,
+business days and holidays.
 
 Parsed as strictly as the rest of the policy (rules/policy.py): unknown keys, bad channels, windows wider
-than the 08:00-21:00 hard floor for SMS/voice, or duplicate step names stop the run with the key path.
+than the 08:00-21:00 hard floor for SMS/voice, duplicate step names, a non-boolean `business_days_only` or a
+holiday that is not a YYYY-MM-DD date stop the run with the key path.
 """
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
 
@@ -61,12 +64,17 @@ class OutreachPolicy:
     voice_at_days_overdue: int | None = None
     # TCPA §227(b)(1)(A)(iii): automated texts and artificial-voice calls need recorded consent per number.
     consent_required: frozenset[str] = frozenset({"sms", "voice"})
+    # No contact on Saturdays/Sundays (when true) nor on the listed holidays (always), in the debtor's local
+    # date in every candidate zone: a step falling on such a day waits for the next business day.
+    business_days_only: bool = False
+    holidays: frozenset[date] = frozenset()
 
     def window(self, channel: str) -> Window:
         return self.windows.get(channel, HARD_FLOOR)
 
 
-_KEYS = {"ladder", "windows", "caps", "consumer", "escalation", "consent_required"}
+_KEYS = {"ladder", "windows", "caps", "consumer", "escalation", "consent_required", "business_days_only",
+         "holidays"}
 _STEP_KEYS = {"step", "day", "channel", "tone"}
 _CAP_KEYS = {"contacts_per_customer_per_day", "calls_per_7_days"}
 _CONSUMER_KEYS = {"account_types", "calls_per_7_days", "quiet_days_after_conversation"}
@@ -180,10 +188,41 @@ def parse_outreach(raw: Any, fail: Fail) -> OutreachPolicy:
         # Not switchable off: TCPA consent applies to automated texts and calls, B2B mobiles included.
         raise fail("outreach.consent_required", "automated sms and voice always require recorded consent")
 
+    business_days_only = raw.get("business_days_only", False)
+    if not isinstance(business_days_only, bool):
+        raise fail("outreach.business_days_only", f"expected true or false, got {business_days_only!r}")
+    holidays = _holidays(raw.get("holidays"), fail)
+
     return OutreachPolicy(
         ladder=ladder, windows=windows, caps=caps, consumer=consumer,
         voice_at_total_due_cents=thresholds, voice_at_days_overdue=days,
+        business_days_only=business_days_only, holidays=holidays,
     )
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _holidays(value: Any, fail: Fail) -> frozenset[date]:
+    """`holidays: [2026-12-25, ...]`: YAML reads an unquoted date as a date; a quoted one must be YYYY-MM-DD."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list):
+        raise fail("outreach.holidays", f"expected a list of dates (YYYY-MM-DD), got {type(value).__name__}")
+    days: set[date] = set()
+    for index, item in enumerate(value):
+        key = f"outreach.holidays[{index}]"
+        if isinstance(item, date) and not isinstance(item, datetime):
+            days.add(item)
+            continue
+        if isinstance(item, str) and _ISO_DATE.fullmatch(item.strip()):
+            try:
+                days.add(date.fromisoformat(item.strip()))
+                continue
+            except ValueError:
+                raise fail(key, f"not a calendar date: {item!r}") from None
+        raise fail(key, f"expected a date YYYY-MM-DD, got {item!r}")
+    return frozenset(days)
 
 
 def _known(mapping: dict, known: set[str], prefix: str, fail: Fail) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from agentcollect_pipeline.money import MoneyError, exponent, to_minor_units
+from agentcollect_pipeline.rules.messaging_policy import MessagingPolicy, parse_messaging
 from agentcollect_pipeline.rules.outreach_policy import OutreachPolicy, parse_outreach
 
 
@@ -48,6 +49,7 @@ class CollectionPolicy:
     do_not_contact: frozenset[str] = frozenset()
     priority: PriorityWeights = PriorityWeights()
     outreach: OutreachPolicy = OutreachPolicy()  # cadence, caps, windows, consumers (issue 5)
+    messaging: MessagingPolicy = MessagingPolicy()  # how the composer may write (issue 7)
 
     @property
     def excluded_class_ids(self) -> dict[str, str]:
@@ -83,7 +85,7 @@ _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _decimal_float)
 
 _TOP_KEYS = {
     "version", "overdue_threshold_days", "minimum_amount", "promise_grace_days", "accounting_classes",
-    "tiers", "exclude", "do_not_contact", "priority", "outreach",
+    "tiers", "exclude", "do_not_contact", "priority", "outreach", "messaging",
 }
 _EXCLUDE_KEYS = {"customer_ids", "invoice_numbers", "accounting_classes", "account_types", "parent_customer_ids", "tiers"}
 _PRIORITY_KEYS = {"amount_exponent", "age_exponent"}
@@ -95,18 +97,19 @@ def load_policy(path: str | Path) -> CollectionPolicy:
         text = path.read_text()
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the collection policy: {exc.strerror or exc}") from None
-    return parse_policy(text, source=str(path))
+    return parse_policy(text, source=str(path), base_dir=path.parent)
 
 
-def parse_policy(text: str, *, source: str = "collection_policy.yaml") -> CollectionPolicy:
+def parse_policy(text: str, *, source: str = "collection_policy.yaml", base_dir: Path | None = None) -> CollectionPolicy:
     try:
         raw = yaml.load(text, Loader=_DecimalLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from None
-    return policy_from_mapping({} if raw is None else raw, source=source)
+    return policy_from_mapping({} if raw is None else raw, source=source, base_dir=base_dir)
 
 
-def policy_from_mapping(raw: Any, *, source: str = "collection_policy") -> CollectionPolicy:
+def policy_from_mapping(raw: Any, *, source: str = "collection_policy", base_dir: Path | None = None) -> CollectionPolicy:
+    """`base_dir`: where relative paths in the policy (messaging.templates_dir) start; the file's folder."""
     def fail(key: str, problem: str) -> PolicyError:
         return PolicyError(f"{source}: {key}: {problem}")
 
@@ -191,7 +194,8 @@ def policy_from_mapping(raw: Any, *, source: str = "collection_policy") -> Colle
         excluded_tiers=tuple(excluded_tiers),
         do_not_contact=frozenset(_strings(raw.get("do_not_contact", []), "do_not_contact", fail)),
         priority=PriorityWeights(**weights),
-        outreach=parse_outreach(raw.get("outreach"), fail),
+        outreach=(outreach := parse_outreach(raw.get("outreach"), fail)),
+        messaging=parse_messaging(raw.get("messaging"), fail, outreach=outreach, base_dir=base_dir),
     )
 
 

@@ -7,9 +7,9 @@ with none known, the organisation's default zone is used.
 """
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -188,4 +188,45 @@ def next_allowed(moment: datetime, zones: Iterable[str], window: Window, *, step
         if allowed_at(candidate, zones, window):
             return candidate
         candidate += step
+    return None
+
+
+def closed_days(moment: datetime, zones: Iterable[str], *, weekends: bool, holidays: Collection[date]) -> list[str]:
+    """The candidate zones where `moment` falls on a day without contact (a weekend when `weekends`, or a
+    holiday), as "<zone> <date> (<why>)"; empty when it is a business day in every zone."""
+    closed = []
+    for zone in zones:
+        local = moment.astimezone(ZoneInfo(zone)).date()
+        if local in holidays:
+            closed.append(f"{zone} {local.isoformat()} (holiday)")
+        elif weekends and local.weekday() >= 5:
+            closed.append(f"{zone} {local.isoformat()} ({local:%A})")
+    return closed
+
+
+def next_business_moment(moment: datetime, zones: Iterable[str], window: Window, *, weekends: bool,
+                         holidays: Collection[date], horizon: timedelta = timedelta(days=62)) -> datetime | None:
+    """The first moment >= `moment` inside the window *and* on a business day in every zone (the 15-minute
+    grid of `next_allowed`); None when there is none within `horizon`.
+
+    From an allowed moment that falls on a closed day somewhere, jump to the latest next local midnight of
+    the zones that are closed: none of them opens before its own midnight, so nothing valid is skipped.
+    """
+    zones = tuple(zones)
+    end = moment + horizon
+    candidate: datetime | None = moment
+    while candidate is not None and candidate <= end:
+        candidate = next_allowed(candidate, zones, window)
+        if candidate is None or candidate > end:
+            return None
+        blocked = [zone for zone in zones
+                   if closed_days(candidate, (zone,), weekends=weekends, holidays=holidays)]
+        if not blocked:
+            return candidate
+        midnights = []
+        for zone in blocked:
+            tz = ZoneInfo(zone)
+            local = candidate.astimezone(tz).date() + timedelta(days=1)
+            midnights.append(datetime.combine(local, time(0), tzinfo=tz).astimezone(candidate.tzinfo))
+        candidate = max(midnights)
     return None

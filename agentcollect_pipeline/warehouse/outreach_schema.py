@@ -18,6 +18,7 @@ ATTEMPT_STATUSES = (
     "rejected",  # provider refused it for good before sending (invalid/unsubscribed number): nobody contacted
     "unconfirmed",  # could not be confirmed either way: counts as sent, never re-sent
     "cancelled",  # the freshness check found nothing left to collect after reserving: nothing was sent
+    "released",  # the provider answered 429 past the retry budget (not accepted): the next run re-reserves it
 )
 
 outreach_attempts = sa.Table(
@@ -44,7 +45,12 @@ outreach_attempts = sa.Table(
     sa.Column("conversation_at", UTCDateTime, comment="a person answered: consumer rule, no calls for 7 days"),
     sa.Column("gather_choice", sa.Text,
               comment="calls: what the person pressed and what followed (1 link_sent / link_refused:…, 2 callback)"),
+    sa.Column("draft_source", sa.Text, comment="who wrote the message sent: template | llm (agent/composer.py)"),
+    sa.Column("guardrail_rejections", sa.Text,
+              comment="why an LLM draft was refused and the template sent instead ('; '-separated reasons)"),
     sa.Column("run_id", sa.Text),
+    sa.Column("release_count", sa.Integer, comment="times a provider's 429 released this reservation for a later run"),
+    sa.Column("released_reason", sa.Text, comment="the last release: provider, code, attempts"),
     sa.Column("reserved_at", UTCDateTime, nullable=False),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("confirmed_at", UTCDateTime, comment="when the provider's answer, an event or reconciliation confirmed it"),
@@ -138,7 +144,22 @@ callback_requests = sa.Table(
     sa.Column("number", sa.Text, nullable=False, comment="E.164 number to call back (masked in previews)"),
     sa.Column("status", sa.Text, nullable=False, comment="open | done"),
     sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("closed_by", sa.Text, comment="who closed it (agentcollect contacts close-callback --by)"),
+    sa.Column("close_why", sa.Text, comment="why (--why), e.g. called back, promised to pay Friday"),
+    sa.Column("closed_at", UTCDateTime),
     comment="A debtor pressed 2 (talk to a person): someone from finance calls back",
+)
+
+invoice_payment_links = sa.Table(
+    "invoice_payment_links",
+    metadata,
+    sa.Column("invoice_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("payment_link", sa.Text, comment="Bill.com's link (POST /v3/invoices/{id}/payment-link); NULL: refused"),
+    sa.Column("email", sa.Text, comment="where Bill.com sends the payment receipt (given when the link was made)"),
+    sa.Column("error", sa.Text, comment="Bill.com's refusal (code: message); asked again after a day"),
+    sa.Column("fetched_at", UTCDateTime, nullable=False),
+    comment="One Bill.com payment link per invoice, fetched once and reused by every message about it",
 )
 
 job_leases = sa.Table(
@@ -153,7 +174,7 @@ job_leases = sa.Table(
 
 OUTREACH_TABLES = (
     outreach_attempts, outreach_outbox, contact_consents, invalid_contacts, opt_out_clearances, outreach_events,
-    call_scripts, callback_requests, job_leases,
+    call_scripts, callback_requests, job_leases, invoice_payment_links,
 )
 
 outreach_plan = sa.Table(

@@ -73,7 +73,7 @@ needs_review = sa.Table(
         sa.Text,
         nullable=False,
         comment="invalid_event | unknown_invoice | ambiguous_invoice | overpayment | currency_mismatch | "
-        "invoice_already_paid | invoice_inactive | billcom_rejected | outcome_unknown_not_found | posting_failed",
+        "invoice_already_paid | invoice_inactive | source_rejected | outcome_unknown_not_found | posting_failed",
     ),
     sa.Column("detail", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),

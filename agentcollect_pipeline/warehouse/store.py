@@ -17,6 +17,7 @@ from agentcollect_pipeline.clients.billcom import StoredSession
 from agentcollect_pipeline.warehouse import (
     agent_schema,  # noqa: F401  (its tables join schema.metadata)
     collections_schema,  # noqa: F401  (its tables join schema.metadata)
+    oauth_schema,  # noqa: F401  (its tables join schema.metadata)
     outreach_schema,  # noqa: F401  (its tables join schema.metadata)
     payments_schema,  # noqa: F401  (its tables join schema.metadata)
     schema,

@@ -1,15 +1,20 @@
-"""Outreach webhooks: Twilio status callbacks and inbound SMS, SendGrid events. Raw ASGI, like app.py.
+"""Outreach webhooks: Twilio status callbacks, inbound SMS, call scripts and keypresses; SendGrid events and
+Inbound Parse (email replies). Raw ASGI, like app.py.
 
-Every request is signature-checked before anything is read into the database: Twilio's X-Twilio-Signature
-(HMAC-SHA1 over the exact public URL + sorted form params) and SendGrid's ECDSA signature over the raw body
-(+ a 5-minute timestamp window against replays). A bad or missing signature gets 403 and changes nothing.
-Events are deduplicated (Twilio on sid:status, SendGrid on sg_event_id) because both providers redeliver.
-"""
+Every request is authenticated before anything is read into the database: Twilio's X-Twilio-Signature
+(HMAC-SHA1 over the exact public URL + sorted form params), SendGrid's ECDSA signature over the raw body
+(+ a 5-minute timestamp window against replays), and for Inbound Parse - which SendGrid does not sign unless
+a security policy is attached - the secret token in the Parse URL's path and/or the basic-auth credentials
+in it (`https://user:password@host/webhooks/sendgrid/inbound/<token>`). A bad or missing signature or
+credential gets 403 and changes nothing. Events are deduplicated (Twilio on sid:status, SendGrid on
+sg_event_id, replies on the provider's message id) because providers redeliver."""
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,12 +24,18 @@ from xml.sax.saxutils import escape
 
 import sqlalchemy as sa
 
+from agentcollect_pipeline.agent import effects
+from agentcollect_pipeline.agent.composer import Composer
 from agentcollect_pipeline.agent.effects import handle_reply
+from agentcollect_pipeline.agent.inbound_email import InboundEmail, form_fields
+from agentcollect_pipeline.agent.llm import LLMConfig, LLMReplyClassifier
+from agentcollect_pipeline.agent.message import InvoiceLine, MessageContext
 from agentcollect_pipeline.asgi import read_body
 from agentcollect_pipeline.outreach import ledger
 from agentcollect_pipeline.outreach.channels import TWILIO_INVALID, TWILIO_OPTED_OUT
 from agentcollect_pipeline.outreach.tokens import SECRET_ENV, UNSUBSCRIBE_PATH, token_ok
 from agentcollect_pipeline.rules.quiet_hours import Window, allowed_at, candidate_zones
+from agentcollect_pipeline.settings import configured_ar_source
 from agentcollect_pipeline.warehouse import collections_schema as cs
 from agentcollect_pipeline.warehouse import outreach_schema as os_
 from agentcollect_pipeline.warehouse import schema
@@ -33,6 +44,11 @@ from agentcollect_pipeline.warehouse.store import Warehouse
 log = logging.getLogger(__name__)
 
 PREFIXES = ("/webhooks/twilio/", "/webhooks/sendgrid/")
+INBOUND_PATH = "/webhooks/sendgrid/inbound"
+INBOUND_TOKEN_ENV = "AGENTCOLLECT_INBOUND_PARSE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+INBOUND_BASIC_AUTH_ENV = "AGENTCOLLECT_INBOUND_PARSE_BASIC_AUTH"
+# Inbound Parse posts the whole email, attachments included (SendGrid accepts messages up to 30 MB).
+MAX_INBOUND_BODY = 32 * 1024 * 1024
 # SendGrid batches events into one POST of undocumented size (hundreds of events after a wave);
 # a cap keeps a hostile body from exhausting memory without refusing a real batch.
 MAX_BODY = 8 * 1024 * 1024
@@ -59,7 +75,9 @@ class OutreachWebhooks:
     def __init__(self, warehouse: Warehouse, *, twilio_auth_token: str | None, sendgrid_public_key: str | None,
                  public_base_url: str, clock: Callable[[], float] = time.time, unsubscribe_secret: str | None = None,
                  sms_sender: Any = None, default_timezone: str = "America/New_York",
-                 sms_window: Window | None = None):
+                 sms_window: Window | None = None, inbound_token: str | None = None,
+                 inbound_basic_auth: str | None = None, reply_classifier: Any = None,
+                 composer_factory: Callable[[], Composer] | None = None):
         self._warehouse = warehouse
         self._twilio_token = twilio_auth_token
         self._sendgrid_key = sendgrid_public_key
@@ -71,6 +89,13 @@ class OutreachWebhooks:
         self._sms_sender = sms_sender
         self._default_tz = default_timezone
         self._sms_window = sms_window or Window()
+        # Inbound Parse: a secret path token and/or basic-auth "user:password"; with neither, everything is refused.
+        self._inbound_token = inbound_token or None
+        self._inbound_basic = inbound_basic_auth or None
+        # The LLM reply classifier when configured (rules inside it keep opt-outs); None: the rules.
+        self._classifier = reply_classifier
+        # Writes the payment-link text of keypress 1 (templates, or the LLM within the guardrails).
+        self._composer_factory = composer_factory or Composer
 
     def __repr__(self) -> str:  # never the secrets
         return "OutreachWebhooks()"
@@ -88,7 +113,8 @@ class OutreachWebhooks:
         if method != "POST":
             await _respond(send, 405, b'{"error": "POST only"}', "application/json")
             return
-        body = await read_body(receive, MAX_BODY)
+        inbound = path == INBOUND_PATH or path.startswith(INBOUND_PATH + "/")
+        body = await read_body(receive, MAX_INBOUND_BODY if inbound else MAX_BODY)
         if body is None:
             await _respond(send, 413, b'{"error": "body too large"}', "application/json")
             return
@@ -98,6 +124,8 @@ class OutreachWebhooks:
             await self._twilio(path, query, headers, body, send)
         elif path == "/webhooks/sendgrid/events":
             await self._sendgrid(headers, body, send)
+        elif inbound:
+            await self._inbound_parse(path, headers, body, send)
         else:
             await _respond(send, 404, b'{"error": "not found"}', "application/json")
 
@@ -120,16 +148,18 @@ class OutreachWebhooks:
             self._status(attempt_id, params, now)
             await _respond(send, 204, b"", "text/plain")
         elif path == "/webhooks/twilio/inbound":
-            self._inbound(params, now)
+            # Classifying may ask the LLM: off the event loop.
+            await asyncio.to_thread(self._inbound, params, now)
             await _respond(send, 200, b'<?xml version="1.0" encoding="UTF-8"?><Response />', "application/xml")
         elif path.startswith("/webhooks/twilio/voice/"):
             twiml = self._voice(path.rsplit("/", 1)[-1], params, now)
             await _respond(send, 200, twiml, "application/xml")
         elif path == "/webhooks/twilio/gather":
-            first = self._event("twilio", f"gather:{params.get('CallSid')}:{params.get('Digits')}", attempt_id,
-                                "gather", params.get("To"), params, now)
+            self._event("twilio", f"gather:{params.get('CallSid')}:{params.get('Digits')}", attempt_id,
+                        "gather", params.get("To"), params, now)
             # Sending the text talks to Twilio: off the event loop.
-            reply = await asyncio.to_thread(self._gather, attempt_id, params.get("Digits") or "", first, now)
+            reply = await asyncio.to_thread(self._gather, attempt_id, params.get("Digits") or "",
+                                            params.get("CallSid"), now)
             twiml = f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(reply)}</Say><Hangup /></Response>'
             await _respond(send, 200, twiml.encode(), "application/xml")
         else:
@@ -192,29 +222,26 @@ class OutreachWebhooks:
             conn.execute(A.update().where(A.c.attempt_id == attempt_id).values(**values))
         return twiml
 
-    def _gather(self, attempt_id: str | None, digits: str, first: bool, now: datetime) -> str:
-        """1: text the payment link (its own ledger step, quiet hours and consent checked); 2: a callback
-        request for a person. Both recorded on the call's attempt (gather_choice)."""
+    def _gather(self, attempt_id: str | None, digits: str, call_sid: str | None, now: datetime) -> str:
+        """A key pressed on our call is a reply with the same effects (agent/effects.py record_keypress):
+        1 asks for the payment link, texted now as its own ledger step (quiet hours, consent, opt-outs checked;
+        written by the composer like every message); 2 asks for a person (a callback request). Each is a
+        `customer_replies` row (so it gets its Customer note) and is recorded on the call (gather_choice)."""
         A = os_.outreach_attempts
         with self._warehouse.engine.connect() as conn:
             row = conn.execute(sa.select(A).where(A.c.attempt_id == attempt_id)).mappings().first() if attempt_id else None
-        if row is None or row["channel"] != "voice" or digits not in ("1", "2"):
+        if row is None or row["channel"] != "voice" or digits not in effects.KEYPRESS_INTENTS:
             return "Goodbye."
+        pressed = effects.record_keypress(self._warehouse, attempt=row, digits=digits, call_sid=call_sid or "",
+                                          received_at=now)
         if digits == "2":
-            R = os_.callback_requests
-            try:
-                with self._warehouse.transaction() as conn:
-                    conn.execute(R.insert(), [{
-                        "request_id": "cbr_" + secrets.token_hex(8), "attempt_id": row["attempt_id"],
-                        "case_id": row["case_id"], "customer_id": row["customer_id"], "number": row["destination"],
-                        "status": "open", "requested_at": now}])
-            except sa.exc.IntegrityError:
-                pass  # pressed twice / redelivered: one request
             self._choice(row["attempt_id"], "2:callback_requested", now)
             return "Thank you. Someone from our team will call you back."
         refused = self._link_refusal(row, now)
         if refused:
-            self._choice(row["attempt_id"], f"1:link_refused:{refused}", now)
+            if not pressed.duplicate:
+                effects.set_effect(self._warehouse, pressed.reply_id, f"link_refused:{refused}")
+                self._choice(row["attempt_id"], f"1:link_refused:{refused}", now)
             return "We cannot send a text to this number. You can pay online with the link in our email. Goodbye."
         action = {key: row[key] for key in ("case_id", "customer_id", "currency", "tone", "invoice_ids",
                                             "total_due_cents", "consumer")}
@@ -223,13 +250,10 @@ class OutreachWebhooks:
         link_attempt = ledger.reserve(self._warehouse, action, now, None)
         if link_attempt is None:  # at most once per (case, step): already texted; the first choice stays
             return "We have already texted you a payment link. Goodbye."
-        with self._warehouse.engine.connect() as conn:
-            script = conn.execute(sa.select(os_.call_scripts).where(
-                os_.call_scripts.c.attempt_id == row["attempt_id"])).mappings().first()
-        body = (f"{script['org_name']}: pay online at {script['payment_link']} "
-                f"Ref {ledger.reference(link_attempt)}. Reply STOP to opt out.")
+        draft = self._link_draft(row, link_attempt)
+        ledger.record_draft(self._warehouse, link_attempt, draft.source, list(draft.rejected), now)
         result = self._sms_sender.send_sms(
-            row["destination"], body, f"{self._public}/webhooks/twilio/status?attempt_id={link_attempt}")
+            row["destination"], draft.message.text, f"{self._public}/webhooks/twilio/status?attempt_id={link_attempt}")
         if result.outcome == "sent":
             ledger.confirm(self._warehouse, link_attempt, now, status="sent", provider="twilio",
                            provider_id=result.provider_id, sent_at=now)
@@ -238,9 +262,36 @@ class OutreachWebhooks:
                            error_code=result.error_code, error_message=result.error_message)
         # unknown: stays reserved; the next send_due_outreach run reconciles it, never resends
         self._choice(row["attempt_id"], f"1:link_{result.outcome}:{link_attempt}", now)
+        effects.set_effect(self._warehouse, pressed.reply_id, f"link_{result.outcome}:{link_attempt}")
         if result.outcome == "rejected":
             return "We could not send a text to this number. Goodbye."
         return "Thank you. We have texted you a payment link. Goodbye."
+
+    def _link_draft(self, row, link_attempt: str):
+        """The text with the invoices and payment link, from the call's facts (invoices as last synced)."""
+        tables = schema.ar_tables(configured_ar_source())
+        invoices, customers = tables.invoices, tables.customers
+        ids = [i for i in str(row["invoice_ids"]).split(",") if i]
+        with self._warehouse.engine.connect() as conn:
+            script = conn.execute(sa.select(os_.call_scripts).where(
+                os_.call_scripts.c.attempt_id == row["attempt_id"])).mappings().first()
+            found = conn.execute(sa.select(invoices.c.invoice_id, invoices.c.invoice_number, invoices.c.due_date,
+                                           invoices.c.amount_due_cents).where(invoices.c.invoice_id.in_(ids))).all()
+            customer = conn.execute(sa.select(customers.c.company_name, customers.c.name).where(
+                customers.c.customer_id == row["customer_id"])).first()
+        lines = [InvoiceLine(i, str(n or i), d, int(a or 0)) for i, n, d, a in found if (a or 0) > 0]
+        if not lines:  # not synced here: the call's own total, under its first invoice id
+            lines = [InvoiceLine(ids[0] if ids else "-", ids[0] if ids else "-", None, int(row["total_due_cents"]))]
+        ctx = MessageContext(
+            org_name=script["org_name"], customer_name=str((customer and (customer[0] or customer[1])) or "there"),
+            currency=row["currency"], invoices=tuple(sorted(lines, key=lambda x: (x.due_date is None, x.due_date))),
+            payment_link=script["payment_link"], unsubscribe_url="", reference=ledger.reference(link_attempt))
+        composer = self._composer_factory()
+        try:
+            return composer.compose("sms", row["tone"] if row["tone"] in ("friendly", "firm", "final") else "friendly",
+                                    ctx, "copy")
+        finally:
+            composer.close()
 
     def _link_refusal(self, row, now: datetime) -> str | None:
         """Why the payment-link text may not go now (None: it may): no sender, quiet hours in any candidate
@@ -248,8 +299,8 @@ class OutreachWebhooks:
         number = row["destination"]
         if self._sms_sender is None:
             return "no_sms_sender"
-        customers, consents, optouts, invalid = (schema.billcom_customers, os_.contact_consents, cs.opt_outs,
-                                                 os_.invalid_contacts)
+        customers, consents, optouts, invalid = (schema.ar_tables(configured_ar_source()).customers,
+                                                 os_.contact_consents, cs.opt_outs, os_.invalid_contacts)
         with self._warehouse.engine.connect() as conn:
             customer = conn.execute(sa.select(customers.c.bill_state, customers.c.bill_country).where(
                 customers.c.customer_id == row["customer_id"])).first()
@@ -295,7 +346,7 @@ class OutreachWebhooks:
             log.warning("unsubscribe link refused: bad token")
             await _respond(send, 403, b"<p>This link is not valid.</p>", "text/html; charset=utf-8")
             return
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)  # injectable (a replayed month runs on its clock)
         with self._warehouse.transaction() as conn:
             ledger.record_opt_out(conn, "email", row[1], f"unsubscribe link ({attempt_id})", now)
         self._event("agentcollect", f"unsubscribe:{attempt_id}", attempt_id, "unsubscribe_link", row[1],
@@ -315,7 +366,69 @@ class OutreachWebhooks:
             # Every reply is understood and has its effect (promise, dispute, "I paid" pause, wrong number…);
             # the MessageSid makes a re-delivered webhook one reply.
             handle_reply(self._warehouse, channel="sms", sender=sender, body=body,
-                         reply_id=params.get("MessageSid") or None, received_at=now)
+                         reply_id=params.get("MessageSid") or None, received_at=now, classifier=self._classify)
+
+    def _classify(self, text: str, received_at: datetime):
+        if self._classifier is None:
+            from agentcollect_pipeline.agent.replies import classify
+
+            return classify(text, received_at)
+        return self._classifier.classify(text, received_at)
+
+    # -- SendGrid Inbound Parse (email replies) --------------------------------------------------------
+
+    def _inbound_authorized(self, path: str, headers: dict[str, str]) -> bool:
+        """Every configured mechanism must pass, and at least one must be configured."""
+        if not self._inbound_token and not self._inbound_basic:
+            return False
+        if self._inbound_token:
+            given = path.removeprefix(INBOUND_PATH).strip("/")
+            if not given or not hmac.compare_digest(_digest(given), _digest(self._inbound_token)):
+                return False
+        if self._inbound_basic:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            try:
+                given = base64.b64decode(credentials, validate=True).decode("utf-8") if scheme.lower() == "basic" else ""
+            except (ValueError, UnicodeDecodeError):
+                given = ""
+            if not given or not hmac.compare_digest(_digest(given), _digest(self._inbound_basic)):
+                return False
+        return True
+
+    async def _inbound_parse(self, path: str, headers: dict[str, str], body: bytes, send) -> None:
+        if not self._inbound_authorized(path, headers):
+            log.warning("inbound parse refused: bad or missing credentials")  # never the token itself
+            await _respond(send, 403, b'{"error": "forbidden"}', "application/json")
+            return
+        try:
+            mail = InboundEmail.from_fields(form_fields(headers.get("content-type", ""), body))
+        except ValueError:
+            # 2xx, or SendGrid retries for 3 days: an unreadable post will not become readable.
+            log.warning("inbound parse: body is not multipart/form-data; ignored")
+            await _respond(send, 200, b'{"status": "ignored"}', "application/json")
+            return
+        if not mail.sender or not mail.text:
+            await _respond(send, 200, b'{"status": "ignored"}', "application/json")
+            return
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        outcome = await asyncio.to_thread(self._inbound_email, mail, now)
+        answer = {"status": "duplicate" if outcome.duplicate else "stored", "intent": outcome.intent,
+                  "effect": outcome.effect}
+        await _respond(send, 200, json.dumps(answer).encode(), "application/json")
+
+    def _inbound_email(self, mail: InboundEmail, now: datetime):
+        reply_id = mail.message_id or "eml_" + hashlib.sha256(
+            f"{mail.sender}\n{mail.subject}\n{mail.text}".encode()).hexdigest()[:24]
+        attempt_id = mail.attempt_id
+        A = os_.outreach_attempts
+        if attempt_id:
+            with self._warehouse.engine.connect() as conn:
+                known = conn.execute(sa.select(A.c.channel).where(A.c.attempt_id == attempt_id)).scalar()
+            attempt_id = attempt_id if known == "email" else None  # a token we never sent names nothing
+        self._event("sendgrid", f"inbound:{reply_id}", attempt_id, "inbound_email", mail.sender,
+                    {"message_id": mail.message_id, "subject": mail.subject[:200], "to": list(mail.recipients)}, now)
+        return handle_reply(self._warehouse, channel="email", sender=mail.sender, body=mail.text, reply_id=reply_id,
+                            received_at=now, attempt_id=attempt_id, classifier=self._classify)
 
     # -- SendGrid ---------------------------------------------------------------------------------------
 
@@ -339,7 +452,7 @@ class OutreachWebhooks:
         except ValueError:
             await _respond(send, 400, b'{"error": "not JSON"}', "application/json")
             return
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self._clock(), UTC)  # injectable, as for Twilio's callbacks
         for event in events if isinstance(events, list) else []:
             self._sendgrid_event(event, now)
         await _respond(send, 200, b'{"status": "ok"}', "application/json")
@@ -382,6 +495,11 @@ class OutreachWebhooks:
         return True
 
 
+def _digest(value: str) -> bytes:
+    """Compare secrets as fixed-length digests: compare_digest then leaks nothing about their length."""
+    return hashlib.sha256(value.encode("utf-8")).digest()
+
+
 async def _respond(send, status: int, body: bytes, content_type: str) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
@@ -408,4 +526,22 @@ def outreach_from_environment(warehouse: Warehouse) -> OutreachWebhooks:
         unsubscribe_secret=os.environ.get(SECRET_ENV) or None,
         sms_sender=sender,
         default_timezone=os.environ.get("AGENTCOLLECT_ORG_TIMEZONE") or "America/New_York",
+        inbound_token=os.environ.get(INBOUND_TOKEN_ENV) or None,
+        inbound_basic_auth=os.environ.get(INBOUND_BASIC_AUTH_ENV) or None,
+        reply_classifier=LLMReplyClassifier(config) if (config := LLMConfig.from_env()) and _messaging().use_llm else None,
+        composer_factory=lambda: Composer.from_policy(_messaging()),
     )
+
+
+def _messaging():
+    """The policy's `messaging:` block, read when needed (a policy edit applies without a restart). A broken
+    policy file must not stop a debtor's reply from being handled: defaults, and the error in the log."""
+    from agentcollect_pipeline.collection_policy import CollectionPolicyResource
+    from agentcollect_pipeline.rules.messaging_policy import MessagingPolicy
+    from agentcollect_pipeline.rules.policy import PolicyError
+
+    try:
+        return CollectionPolicyResource().load().messaging
+    except PolicyError as exc:
+        log.error("collection policy unreadable (%s); messaging defaults used", exc)
+        return MessagingPolicy()

@@ -3,6 +3,11 @@
 One `BillComSandbox` holds an in-memory organisation and exposes it as a raw ASGI app:
 
 - `/api/v2/...`: the v2 surface (form-encoded POST, JSON envelope, sessions, limits, BDC error codes).
+- `/connect/v3/...`: the v3 subset AgentCollect uses (reference §3): `POST /v3/login` (JSON, its own sessions,
+  then `sessionId` + `devKey` headers) and `POST /v3/invoices/{invoiceId}/payment-link` (`{customerId,
+  email, returnUrl}` -> `{"paymentLink": url}`); errors are arrays of {timestamp, code, severity, category,
+  message} (401 BDC_1109 for a bad session). The link opens `/p/{token}` here; paying through it
+  (`pay_link`, or `POST /sandbox/payment-links/{token}/pay`) records an online ReceivedPay, as BILL would.
 - `/sandbox/...`: a JSON control API for processes that cannot reach the Python object (demo, benchmark).
 
 Money is `Decimal` inside and a JSON number with two decimals on the wire. All timestamps come from an
@@ -356,6 +361,8 @@ class BillComSandbox:
         self._faults = FaultQueue(FAULT_KINDS, _norm_fault_path)
         self._latency_ms = float(self.config.latency_ms)
         self._expire_after_calls: int | None = None
+        self._v3_sessions: dict[str, _Session] = {}
+        self._payment_links: dict[str, dict[str, Any]] = {}  # token -> invoiceId, customerId, email, ...
         self.reset_stats()
 
         # A plain coroutine function, so any ASGI server (not only ours) recognises it as ASGI3.
@@ -1023,6 +1030,165 @@ class BillComSandbox:
             invoices[f"{name}Total"] = _dollars(total)
         return {"invoices": invoices, "payments": payments}
 
+    # ---- v3 subset: login and the invoice payment link ------------------------------------------------------
+
+    def payment_links(self) -> list[dict[str, Any]]:
+        """Every payment link handed out (token, invoiceId, customerId, email, returnUrl, createdTime)."""
+        with self._lock:
+            return [dict(link, token=token) for token, link in self._payment_links.items()]
+
+    def pay_link(self, link_or_token: str, amount: Decimal | None = None) -> dict[str, Any]:
+        """The debtor pays through a payment link we handed out: an online ReceivedPay, no API call."""
+        token = link_or_token.rstrip("/").rsplit("/", 1)[-1]
+        with self._lock:
+            link = self._payment_links.get(token)
+            if link is None:
+                raise KeyError(f"no payment link {token}")
+            return self.pay_online(link["invoiceId"], amount)
+
+    def _v3_error(self, status: int, code: str, message: str, category: str = "REQUEST") -> tuple[int, bytes, str]:
+        errors = self._stats["errors"]
+        errors[code] = errors.get(code, 0) + 1
+        body = [{"timestamp": fmt_ts(self.clock.now()), "code": code, "severity": "ERROR", "category": category,
+                 "message": message}]
+        return status, dumps(body), "application/json"
+
+    def _v3_login(self, data: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        for field in ("username", "password", "organizationId", "devKey"):
+            if not data.get(field):
+                raise ApiError("BDC_1108", f"Missing parameter value for parameter: {field}.", 400)
+        if data["devKey"] != cfg.dev_key:
+            raise ApiError("BDC_1102", "Developer key is invalid.", 401)
+        self._count_hourly("login", data["devKey"], cfg.logins_per_hour)
+        if data["username"] != cfg.username or data["password"] != cfg.password or data["organizationId"] != cfg.org_id:
+            raise ApiError("BDC_1101", "User name and/or password do not match our records.", 401)
+        session_id = f"v3!{secrets.token_urlsafe(24)}"
+        self._v3_sessions[session_id] = _Session(session_id, data["devKey"], cfg.org_id, self.clock.now())
+        self._stats["logins"] += 1
+        return {"organizationId": cfg.org_id, "sessionId": session_id, "trusted": False, "userId": cfg.user_id}
+
+    def _v3_authenticate(self, headers: dict[str, str]) -> _Session:
+        dev_key = headers.get("devkey")
+        if not dev_key or dev_key != self.config.dev_key:
+            raise ApiError("BDC_1102", "Developer key is invalid.", 401)
+        self._count_hourly("request", dev_key, self.config.requests_per_hour)
+        invalid = ApiError("BDC_1109", "Session is invalid.  Please log in.", 401)
+        session = self._v3_sessions.get(headers.get("sessionid") or "")
+        if session is None or session.dev_key != dev_key:
+            raise invalid
+        now = self.clock.now()
+        expired_by_calls = self._expire_after_calls is not None and session.calls >= self._expire_after_calls
+        if (now - session.last_used).total_seconds() > self.config.session_idle_seconds or expired_by_calls:
+            del self._v3_sessions[session.id]
+            raise invalid
+        session.last_used = now
+        session.calls += 1
+        return session
+
+    def _v3_payment_link(self, invoice_id: str, data: dict[str, Any], scope: dict[str, Any]) -> dict[str, Any]:
+        invoice = self._store["Invoice"].get(invoice_id)
+        if invoice is None:
+            raise ApiError("BDC_1120", "No data found.", 404)  # (U) 400 or 404 for an unknown id
+        for field in ("customerId", "email"):
+            if not isinstance(data.get(field), str) or not data[field].strip():
+                raise ApiError("BDC_1108", f"Missing parameter value for parameter: {field}.", 400)
+        if data["customerId"] != invoice["customerId"]:
+            raise ApiError("BDC_1117", f"customerId {data['customerId']} is not the customer of invoice {invoice_id}.",
+                           400)
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", data["email"].strip()):
+            raise ApiError("BDC_1119", f"Invalid value for field email: {data['email']!r}", 400)
+        if invoice.get("isActive", "1") != "1":
+            raise ApiError("BDC_1119", f"Invalid value for field invoiceId: invoice {invoice_id} is archived", 400)
+        token = secrets.token_urlsafe(12)
+        self._payment_links[token] = {"invoiceId": invoice_id, "customerId": invoice["customerId"],
+                                      "email": data["email"].strip(), "returnUrl": data.get("returnUrl"),
+                                      "createdTime": fmt_ts(self.clock.now())}
+        host = dict(scope.get("headers") or []).get(b"host", b"127.0.0.1").decode("latin-1")
+        return {"paymentLink": f"{scope.get('scheme', 'http')}://{host}/p/{token}"}
+
+    def _link_page(self, token: str) -> tuple[int, bytes, str]:
+        with self._lock:
+            link = self._payment_links.get(token)
+            invoice = self._store["Invoice"].get(link["invoiceId"]) if link else None
+            if invoice is None:
+                return 404, b"<html><body><h1>Payment link not found</h1></body></html>", "text/html"
+            text = (f"<html><body><h1>{self.config.org_name}</h1><p>Invoice {invoice['invoiceNumber']}: "
+                    f"{_dollars(invoice['amountDue'])} due {invoice.get('dueDate')}</p></body></html>")
+        return 200, text.encode(), "text/html"
+
+    async def _api_v3(self, scope: dict[str, Any], path: str, body: bytes, send: Callable[..., Any]) -> None:
+        op = _v3_op(path)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        with self._lock:
+            calls = self._stats["calls"]
+            calls[op or path] = calls.get(op or path, 0) + 1
+            self._stats["total_calls"] += 1
+            if op is None or scope["method"] != "POST":
+                early = self._v3_error(404, "BDC_1121", "API not supported.")
+                slot = None
+            else:
+                try:
+                    data = json.loads(body, parse_float=Decimal) if body.strip() else {}
+                except ValueError:
+                    data = None
+                if not isinstance(data, dict):
+                    early, slot = self._v3_error(400, "BDC_1122", "Error Parsing Json Object."), None
+                else:
+                    dev_key = data.get("devKey") if op == "v3/login" else headers.get("devkey")
+                    slot = (str(dev_key or ""), self.config.org_id)
+                    in_flight = self._in_flight.get(slot, 0)
+                    if in_flight >= self.config.max_in_flight:
+                        self._stats["rejected_concurrent"] += 1
+                        early = self._v3_error(422, "BDC_1322",
+                                                         "Max number of concurrent requests per organization reached.")
+                        slot = None
+                    else:
+                        self._in_flight[slot] = in_flight + 1
+                        self._stats["max_in_flight_seen"] = max(self._stats["max_in_flight_seen"], in_flight + 1)
+                        early = None
+            latency = self._latency_ms / 1000.0
+        if early is not None:
+            await _respond(send, *early)
+            return
+        try:
+            if latency > 0:
+                await asyncio.sleep(latency)
+            with self._lock:
+                fault = self._take_fault(op)
+            if fault is not None and fault.kind == "delay":
+                await asyncio.sleep(fault.delay_s)
+                fault = None
+            with self._lock:
+                if fault is not None:
+                    response = self._v3_fault_response(fault)
+                else:
+                    try:
+                        if op == "v3/login":
+                            result = self._v3_login(data)
+                        else:
+                            self._v3_authenticate(headers)
+                            result = self._v3_payment_link(path.split("/")[-2], data, scope)
+                        response = (200, dumps(result), "application/json")
+                    except ApiError as error:
+                        response = self._v3_error(error.http_status or 400, error.code, error.message)
+        finally:
+            with self._lock:
+                self._in_flight[slot] -= 1
+        await _respond(send, *response)
+
+    def _v3_fault_response(self, fault: Fault) -> tuple[int, bytes, str]:
+        if fault.kind.startswith("http_"):
+            return self._fault_response(fault)
+        if fault.kind == "malformed":
+            return 200, b'{"paymentLink": "http', "application/json"
+        limits = {"bdc_1322": (422, "Max number of concurrent requests per organization reached."),
+                  "bdc_1144": (422, f"Max number of allowed requests per hour reached: {self.config.requests_per_hour}."),
+                  "bdc_1109": (401, "Session is invalid.  Please log in."),
+                  "bdc_1121": (404, "API not supported."), "bdc_1130": (400, "Invalid list filter field.")}
+        status, message = limits[fault.kind]
+        return self._v3_error(status, fault.kind.upper(), message)
+
     # ---- request pipeline ---------------------------------------------------------------------------------
 
     def _api_endpoint(self, scope: dict[str, Any]) -> str:
@@ -1151,6 +1317,12 @@ class BillComSandbox:
         if path == "/sandbox" or path.startswith("/sandbox/"):
             status, payload = self._control(scope["method"], path, body)
             await _respond(send, status, dumps(payload), "application/json")
+            return
+        if path.startswith(V3_PREFIX):
+            await self._api_v3(scope, path, body, send)
+            return
+        if path.startswith("/p/") and scope["method"] == "GET":
+            await _respond(send, *self._link_page(path[3:]))
             return
         await self._api(scope, path, body, send)
 
@@ -1291,6 +1463,11 @@ class BillComSandbox:
                 return self.entities(entity)
             case ("GET", "entities", entity, object_id):
                 return self.get(entity, object_id)
+            case ("GET", "payment-links"):
+                return self.payment_links()
+            case ("POST", "payment-links", token, "pay"):
+                amount = body.get("amount")
+                return self.pay_link(token, None if amount is None else _money(amount, "amount"))
             case ("GET", "credentials"):
                 return self.credentials
         raise KeyError(f"no control route {method} /sandbox/{'/'.join(parts)}")
@@ -1321,6 +1498,19 @@ _SIMPLE_OPS: dict[str, Callable[[BillComSandbox, _Session, dict[str, Any]], Any]
     "ListMessage": BillComSandbox._op_list_message,
     "GetARSummary": BillComSandbox._op_ar_summary,
 }
+
+
+V3_PREFIX = "/connect/v3/"
+_V3_LINK = re.compile(r"^/connect/v3/invoices/[0-9A-Za-z]+/payment-link$")
+
+
+def _v3_op(path: str) -> str | None:
+    """Stats/fault key of a v3 path (ids dropped): "v3/login", "v3/invoices/payment-link"; None if unknown."""
+    if path == "/connect/v3/login":
+        return "v3/login"
+    if _V3_LINK.match(path):
+        return "v3/invoices/payment-link"
+    return None
 
 
 def _parse_form(body: bytes) -> dict[str, str]:

@@ -51,6 +51,9 @@ def _op(path: str) -> str:
 
 def good_draft(brief: dict[str, Any]) -> dict[str, Any]:
     """A draft that states exactly the brief's facts, with the opt-out: what a well-behaved model writes."""
+    if brief.get("purpose") == "voicemail":  # limited content: the brief has no amounts, and none is said
+        return {"subject": None, "text": f"This is an automated message from {brief['organisation']} for "
+                                         f"{brief['customer']}. Please call us back. Thank you."}
     org, total, invoices = brief["organisation"], brief["total_due"], brief["invoices"]
     oldest = invoices[0]
     channel = brief["channel"]
@@ -63,7 +66,7 @@ def good_draft(brief: dict[str, Any]) -> dict[str, Any]:
         return {"subject": f"{org}: balance of {total} past due", "text": text}
     if channel == "sms":
         return {"subject": None, "text": f"{org}: {total} is past due (invoice {oldest['number']}, due {oldest['due_date']}). "
-                                         f"Pay: {brief['payment_link']} {brief['opt_out_line']}"}
+                                         f"Pay: {brief['payment_link']} Ref {brief['reference']}. {brief['opt_out_line']}"}
     return {"subject": None, "text": f"This is an automated call from {org}. Your balance of {total} is past due; "
                                      f"invoice {oldest['number']} was due on {oldest['due_date']}."}
 
@@ -75,8 +78,11 @@ def variant_draft(variant: str, brief: dict[str, Any]) -> str:
     draft = good_draft(brief)
     text = draft["text"]
     if variant == "wrong_amount":
-        text = text.replace(brief["total_due"], "9,876.54 " + brief["currency"], 1)
-    elif variant == "wrong_invoice":
+        if "total_due" in brief:
+            text = text.replace(brief["total_due"], "9,876.54 " + brief["currency"], 1)
+        else:
+            text += " Your balance is 9,876.54."
+    elif variant == "wrong_invoice" and "invoices" in brief:
         text = text.replace(brief["invoices"][0]["number"], "INV-999999", 1)
     elif variant == "foreign_link" and "payment_link" in brief:
         text = text.replace(brief["payment_link"], "https://pay-now.example.net/checkout", 1)
