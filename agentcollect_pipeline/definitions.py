@@ -59,6 +59,7 @@ def _ar_source_resource(kind: str, warehouse: WarehouseResource) -> ARSourceReso
             certificate_id=dg.EnvVar("NETSUITE_CERTIFICATE_ID"),
             private_key=dg.EnvVar("NETSUITE_PRIVATE_KEY"),
             max_in_flight=int(env("NETSUITE_MAX_IN_FLIGHT")),
+            account_timezone=env("NETSUITE_ACCOUNT_TIMEZONE"),
         ))
     return ARSourceResource(kind=kind, billcom=_billcom_resource(warehouse))
 

@@ -351,7 +351,8 @@ def _send_actions(context, now, settings, policy, store, sendgrid, twilio, count
                        secret=sendgrid.unsubscribe_secret, promised_date=promised_date)
         draft = _compose(composer, policy, action, ctx, purpose)
         message = draft.message
-        rejections = list(draft.rejected)
+        # LLM drafts refused, and any finding on the template sent (a bad override in messaging.templates_dir).
+        rejections = list(draft.rejected) + [f"template: {problem}" for problem in draft.problems]
         voicemail = None
         if action["channel"] == "voice":
             voicemail_draft = _compose(composer, policy, action, ctx, "voicemail")

@@ -135,6 +135,46 @@ class QBOARSandbox(ARSandbox):
         ]
 
 
+class NetSuiteARSandbox(ARSandbox):
+    kind = "netsuite"
+    display_name = "NetSuite"
+    NOTE_FIELDS = ("custentity_agentcollect_notes", "comments")
+
+    def environment(self, url: str) -> dict[str, str]:
+        credentials = self.sandbox.credentials
+        return {
+            "AGENTCOLLECT_AR_SOURCE": "netsuite",
+            "NETSUITE_BASE_URL": url,
+            "NETSUITE_ACCOUNT_ID": credentials["account_id"],
+            "NETSUITE_CLIENT_ID": credentials["client_id"],
+            "NETSUITE_CERTIFICATE_ID": credentials["certificate_id"],
+            "NETSUITE_PRIVATE_KEY": credentials["private_key"],
+            "NETSUITE_ACCOUNT_TIMEZONE": credentials["account_timezone"],
+        }
+
+    def amount_due(self, invoice_id: str) -> Decimal:
+        return to_decimal(self.sandbox.invoice(invoice_id)["foreignamountunpaid"])
+
+    def payments_with_reference(self, reference: str) -> list[dict[str, Any]]:
+        return [
+            {"id": str(p["id"]), "amount": to_decimal(p["foreigntotal"]), "invoice_ids": [str(i) for i in p["apply"]]}
+            for p in self.sandbox.payments if p.get("externalid") == reference
+        ]
+
+    def notes(self, customer_id: str) -> list[str]:
+        customer = self.sandbox.customer(customer_id)
+        return [line for field in self.NOTE_FIELDS for line in (customer.get(field) or "").splitlines() if line]
+
+    def open_invoices(self) -> list[dict[str, Any]]:
+        return [
+            {"invoice_id": str(i["id"]), "customer_id": str(i["entity"]), "currency": "USD",
+             "amount_due": to_decimal(i["foreignamountunpaid"])}
+            for i in self.sandbox.invoices
+            if i["status"] == "A" and i["voided"] == "F" and i["currency"] == 1
+            and to_decimal(i["foreignamountpaid"] or 0) == 0
+        ]
+
+
 def start(kind: str, *, seed: int, invoices: int, customers: int, clock: Any = None) -> ARSandbox:
     """A seeded sandbox of `kind` (not yet served: serve `.app` with sandboxes.server)."""
     if kind == "billcom":
@@ -149,4 +189,10 @@ def start(kind: str, *, seed: int, invoices: int, customers: int, clock: Any = N
         sandbox = QBOSandbox(clock=clock) if clock is not None else QBOSandbox()
         sandbox.seed(seed=seed, invoices=invoices, customers=customers)
         return QBOARSandbox(sandbox)
+    if kind == "netsuite":
+        from agentcollect_pipeline.sandboxes.netsuite import NetSuiteSandbox
+
+        sandbox = NetSuiteSandbox(clock=clock) if clock is not None else NetSuiteSandbox()
+        sandbox.seed(seed=seed, invoices=invoices, customers=customers)
+        return NetSuiteARSandbox(sandbox)
     raise ValueError(f"no sandbox for AR source {kind!r}")
