@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test ui bench-sync bench-rules bench-payments bench-replies replay-month lint clean
+.PHONY: demo test ui bench-sync bench-rules bench-payments bench-replies bench-sources replay-month lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-replies: $(STAMP)
 # A month through the real jobs on the sandboxes (outside CI, a few minutes): prints one JSON line of figures.
 replay-month: $(STAMP)
 	$(BIN)/python benchmarks/replay_month.py $(ARGS)
+
+# Sync, freshness read and exactly-once posting on the Bill.com, QuickBooks Online and NetSuite sandboxes (issue 8).
+bench-sources: $(STAMP)
+	$(BIN)/python benchmarks/bench_sources.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

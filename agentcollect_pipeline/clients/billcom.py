@@ -345,11 +345,6 @@ class BillComClient:
             raise BillComProtocolError(f"Bill.com Crud/Read/{entity} {object_id}: response_data is not an object")
         return data
 
-    def read_many(self, entity: str, object_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Crud/Read each id, `max_in_flight` at a time; the order of `object_ids` is kept."""
-        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="billcom-read") as pool:
-            return list(pool.map(lambda object_id: self.read(entity, object_id), object_ids))
-
     def record_ar_payment(self, payment: Mapping[str, Any]) -> dict[str, Any]:
         """RecordARPayment. Never retried after it may have reached Bill.com (see module docstring)."""
         data = self.call("RecordARPayment", dict(payment))
