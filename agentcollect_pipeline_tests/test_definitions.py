@@ -79,10 +79,11 @@ def test_secrets_are_bound_as_env_vars_not_values():
 
 def test_schedule_tick_requests_a_collection_cycle_run():
     schedule = definitions.defs.resolve_schedule_def("collection_cycle_every_4_hours")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
-        )
+    # Both as context managers: a schedule context left open keeps the instance's state storage current
+    # after the instance is gone, and a later materialize() in this process then fails.
+    with dg.instance_for_test() as instance, dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+    ) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert len(requests) == 1
 

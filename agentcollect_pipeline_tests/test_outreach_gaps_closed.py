@@ -253,6 +253,25 @@ def test_twilio_429_releases_the_text_while_a_5xx_stays_unconfirmed_and_is_never
     assert not any(ledger.reference(unknown["attempt_id"].iloc[0]) in m["body"] for m in twilio.messages())
 
 
+def test_a_throttled_press_1_text_is_released_and_a_second_press_sends_it_once(world):
+    from . import test_outreach_gaps as gaps
+
+    store, twilio = world["store"], world["twilio"]
+    gaps._voice_only(world)
+    assert _send(world, _noon_ny_tomorrow()).success
+    call = _attempts(store).query("channel == 'voice'").sort_values("attempt_id").iloc[0]
+    twilio.inject("http_429", "Messages", times=4, method="POST")  # the receiver's sender: 4 attempts
+    path = f"/webhooks/twilio/gather?attempt_id={call['attempt_id']}"
+    response = gaps._signed_post(world, path, {"CallSid": "CA1", "Digits": "1", "To": call["destination"]})
+    assert "could not send the text just now" in response.text and twilio.messages() == []
+    link = _attempts(store).query(f"step == '{call['step']}:link' and case_id == '{call['case_id']}'").iloc[0]
+    assert link["status"] == "released" and "429" in link["released_reason"]
+    response = gaps._signed_post(world, path, {"CallSid": "CA1", "Digits": "1", "To": call["destination"], "n": "2"})
+    assert "texted you a payment link" in response.text
+    again = _attempts(store).set_index("attempt_id").loc[link["attempt_id"]]
+    assert again["status"] == "sent" and len(twilio.messages()) == 1
+
+
 # -- 4. Closing callback requests -------------------------------------------------------------------
 
 
@@ -286,3 +305,21 @@ def test_close_callback_records_who_and_why_and_leaves_the_open_list(tmp_path, m
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(os_.callback_requests.c.status).where(
             os_.callback_requests.c.request_id == "cbr_2")).scalar() == "open"
+
+
+# -- 5. The month replay script (a day of it: the month itself runs outside CI) ---------------------------
+
+
+def test_replay_month_script_runs_a_day_through_the_jobs_without_violations(capsys):
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "replay_month.py"
+    spec = importlib.util.spec_from_file_location("replay_month", path)
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    status = replay.main(["--days", "1", "--customers", "12", "--invoices", "48", "--verify-skips"])
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert status == 0 and figures["violations"] == 0, figures["violation_examples"]
+    assert figures["cycles"] == 6 and figures["sends"] > 0
+    assert figures["skipped_ticks"] == figures["skips_verified"] > 0

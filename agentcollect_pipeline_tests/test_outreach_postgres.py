@@ -12,6 +12,7 @@ from agentcollect_pipeline.resources import WarehouseResource
 
 from . import test_outreach_e2e as e2e
 from . import test_outreach_gaps as gaps
+from . import test_outreach_gaps_closed as closed
 
 pytestmark = pytest.mark.postgres
 
@@ -37,3 +38,11 @@ def test_lease_on_postgres(world):
     assert e2e._send(world, e2e._noon_ny_tomorrow()).success and e2e._attempts(store).empty
     leases.release(store, "send_due_outreach", "other-run")
     assert e2e._send(world, e2e._noon_ny_tomorrow()).success and len(e2e._attempts(store)) > 0
+
+
+def test_429_release_and_retake_on_postgres(world):
+    closed.test_sendgrid_429_past_the_retry_budget_releases_the_attempt_for_the_next_run(world)
+
+
+def test_billcom_payment_links_cached_on_postgres(world, billcom):
+    closed.test_every_message_carries_the_invoices_billcom_link_fetched_once_per_invoice(world, billcom)

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from agentcollect_pipeline.payments import billcom_events
-from agentcollect_pipeline.payments.assets import billcom_invoice_events_sensor
+from agentcollect_pipeline.payments.assets import build_paid_invoices_lane
 from agentcollect_pipeline.payments.posting import PaymentPoster
 from agentcollect_pipeline.payments.review import list_items, resolve_to_invoice
 from agentcollect_pipeline.resources import PaymentSettings, WarehouseResource
@@ -19,6 +19,8 @@ from agentcollect_pipeline.sandboxes.server import serve_in_thread
 from agentcollect_pipeline.warehouse.payments_schema import billcom_webhook_events, payment_events
 from agentcollect_pipeline.webhooks.app import WebhookReceiver
 from agentcollect_pipeline_tests.test_payments import SECRET, Lane, _due, _event, _invoice, _notes, _rerun
+
+_, (_, billcom_invoice_events_sensor) = build_paid_invoices_lane("billcom")
 
 pytestmark = pytest.mark.postgres
 

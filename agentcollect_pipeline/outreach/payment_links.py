@@ -62,7 +62,7 @@ class PaymentLinks:
         self._customers = pd.DataFrame(columns=["email"])
         self.counts: Counter[str] = Counter()
         if self._unavailable:
-            self._log.warning("payment links: using AGENTCOLLECT_PAYMENT_LINK_TEMPLATE: %s", self._unavailable)
+            self._log.info("payment links: using AGENTCOLLECT_PAYMENT_LINK_TEMPLATE: %s", self._unavailable)
 
     def prefetch(self, requests: Iterable[LinkRequest]) -> None:
         """Load the cached links of these invoices and fetch the missing ones from Bill.com in one batch."""

@@ -260,11 +260,15 @@ class OutreachWebhooks:
         elif result.outcome == "rejected":
             ledger.confirm(self._warehouse, link_attempt, now, status="rejected", provider="twilio",
                            error_code=result.error_code, error_message=result.error_message)
+        elif result.outcome == "throttled":  # 429 past the retry budget: not sent; pressing 1 again retries
+            ledger.release(self._warehouse, link_attempt, now, "twilio", f"{result.error_code}: {result.error_message}")
         # unknown: stays reserved; the next send_due_outreach run reconciles it, never resends
         self._choice(row["attempt_id"], f"1:link_{result.outcome}:{link_attempt}", now)
         effects.set_effect(self._warehouse, pressed.reply_id, f"link_{result.outcome}:{link_attempt}")
         if result.outcome == "rejected":
             return "We could not send a text to this number. Goodbye."
+        if result.outcome == "throttled":
+            return "We could not send the text just now. You can pay online with the link in our email. Goodbye."
         return "Thank you. We have texted you a payment link. Goodbye."
 
     def _link_draft(self, row, link_attempt: str):
