@@ -216,3 +216,15 @@ def test_billcom_as_source_may_sync_to_an_accounting_system(monkeypatch):
     monkeypatch.setenv("AGENTCOLLECT_BILLCOM_SYNCS_AR_TO", "qbo")
     defs = definitions.build_definitions()
     assert defs.resources["ar_source"].kind == "billcom"
+
+
+def test_the_readme_lists_every_environment_variable():
+    from pathlib import Path
+
+    from agentcollect_pipeline.settings import ENVIRONMENT
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Environment variables"):readme.index("## What runs")]
+    # The LLM's five variables share one row (`AGENTCOLLECT_LLM_BASE_URL`, `_MODEL`, …).
+    missing = [n for n in ENVIRONMENT if f"`{n}`" not in table and not n.startswith("AGENTCOLLECT_LLM_")]
+    assert missing == []
