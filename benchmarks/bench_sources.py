@@ -99,7 +99,8 @@ def bench(kind: str, invoices: int, customers: int, payments: int) -> dict:
             _sync_all(kind, source, store)
             full_s, full_calls = time.perf_counter() - started, resource.api_calls() - calls
 
-            open_invoices = [i for i in running.open_invoices() if i["customer_id"] in _valid_customers(store, kind)]
+            valid = _valid_customers(store, kind)
+            open_invoices = [i for i in running.open_invoices() if i["customer_id"] in valid]
             rng = random.Random(1)
             for invoice in rng.sample(open_invoices, max(1, invoices // 100)):
                 _pay_at_source(running, invoice["invoice_id"])
@@ -108,8 +109,7 @@ def bench(kind: str, invoices: int, customers: int, payments: int) -> dict:
             changed = _sync_all(kind, source, store)
             incr_calls = resource.api_calls() - calls
 
-            still_open = [i for i in running.open_invoices()
-                          if i["currency"] == "USD" and i["customer_id"] in _valid_customers(store, kind)]
+            still_open = [i for i in running.open_invoices() if i["currency"] == "USD" and i["customer_id"] in valid]
             wanted = [i["invoice_id"] for i in still_open[:500]]
             calls = resource.api_calls()
             fresh = source.read_invoices(wanted, lambda _: "USD")

@@ -10,12 +10,13 @@ location, so lineage shows which source fed the rules, outreach and payments dow
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 
 import dagster as dg
 import sqlalchemy as sa
 
 from agentcollect_pipeline.ar_source import sync
-from agentcollect_pipeline.ar_source.base import ChangeBatch
+from agentcollect_pipeline.ar_source.base import ARSource, ChangeBatch
 from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.assets.metadata import definition_metadata as _definition_metadata
 from agentcollect_pipeline.assets.metadata import preview
@@ -72,106 +73,73 @@ def _materialize(
     return dg.MaterializeResult(metadata=metadata)
 
 
+# How each stream asks the source for its changes, given the source and the warehouse (for lookups).
+ChangesFor = Callable[[ARSource, Warehouse], Callable[[datetime | None], Iterator[ChangeBatch]]]
+
+
+def _sync_asset(
+    kind: str, stream: sync.Stream, description: str, changes_for: ChangesFor, deps: list
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=stream.name,
+        description=description,
+        deps=deps,
+        metadata=_definition_metadata(stream.table),
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={kind, "pandas", "sql"},
+        pool="ar_source",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        ar_source: ARSourceResource,
+        warehouse: WarehouseResource,
+        ar_settings: ARSyncSettings,
+    ) -> dg.MaterializeResult:
+        store = warehouse.get_warehouse()
+        changes = changes_for(ar_source.get_source(ar_settings), store)
+        return _materialize(context, stream, changes, store, ar_source, config)
+
+    return _asset
+
+
 def build_ar_source_assets(kind: str) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The four synced assets of one AR source, named `<kind>_customers` … `<kind>_received_payments`."""
     streams = sync.streams_for(kind)
     source_name = SOURCE_NAMES[kind]
-    common = dict(group_name=GROUP, owners=OWNERS, kinds={kind, "pandas", "sql"}, pool="ar_source")
-
-    @dg.asset(
-        name=streams.customers.name,
-        description=f"Every {source_name} customer (active or not) with billing address, email and phone (E.164 "
-        "when dialable). Currency is the customer's invoice currency when the source gives one, else the "
-        "organisation's.",
-        metadata=_definition_metadata(streams.customers.table),
-        **common,
+    customers = _sync_asset(
+        kind, streams.customers,
+        f"Every {source_name} customer (active or not) with billing address, email and phone (E.164 when "
+        "dialable). Currency is the customer's invoice currency when the source gives one, else the organisation's.",
+        lambda source, store: source.customers_changed,
+        deps=[],
     )
-    def customers(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        ar_source: ARSourceResource,
-        warehouse: WarehouseResource,
-        ar_settings: ARSyncSettings,
-    ) -> dg.MaterializeResult:
-        source = ar_source.get_source(ar_settings)
-        store = warehouse.get_warehouse()
-        return _materialize(context, streams.customers, source.customers_changed, store, ar_source, config)
-
-    @dg.asset(
-        name=streams.contacts.name,
-        description=f"The additional contacts {source_name} keeps per customer (departments, AP clerks), with "
-        "their email/phone.",
+    contacts = _sync_asset(
+        kind, streams.contacts,
+        f"The additional contacts {source_name} keeps per customer (departments, AP clerks), with their email/phone.",
+        lambda source, store: partial(source.contacts_changed, customer_regions=sync.customer_regions(store, kind)),
         deps=[customers],
-        metadata=_definition_metadata(streams.contacts.table),
-        **common,
     )
-    def customer_contacts(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        ar_source: ARSourceResource,
-        warehouse: WarehouseResource,
-        ar_settings: ARSyncSettings,
-    ) -> dg.MaterializeResult:
-        source = ar_source.get_source(ar_settings)
-        store = warehouse.get_warehouse()
-        regions = sync.customer_regions(store, kind)
-        return _materialize(
-            context, streams.contacts, lambda since: source.contacts_changed(since, regions), store, ar_source, config
-        )
-
-    @dg.asset(
-        name=streams.invoices.name,
-        description=f"Every {source_name} AR invoice in every state (open, partial, paid, voided), amounts in "
-        "cents. The collection rules derive overdue from due date and amount due.",
+    invoices = _sync_asset(
+        kind, streams.invoices,
+        f"Every {source_name} AR invoice in every state (open, partial, paid, voided), amounts in cents. The "
+        "collection rules derive overdue from due date and amount due.",
+        lambda source, store: partial(source.invoices_changed, currency_of=sync.customer_currencies(store, kind).get),
         deps=[customers],
-        metadata=_definition_metadata(streams.invoices.table),
-        **common,
     )
-    def invoices(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        ar_source: ARSourceResource,
-        warehouse: WarehouseResource,
-        ar_settings: ARSyncSettings,
-    ) -> dg.MaterializeResult:
-        source = ar_source.get_source(ar_settings)
-        store = warehouse.get_warehouse()
-        currencies = sync.customer_currencies(store, kind)
-        return _materialize(
-            context, streams.invoices, lambda since: source.invoices_changed(since, currencies.get), store,
-            ar_source, config,
-        )
-
-    @dg.asset(
-        name=streams.received_payments.name,
-        description=f"Payments {source_name} has received, one row per payment; how each was applied to "
-        f"invoices is in `{streams.received_payments.child_table.name}`, written in the same transaction.",
+    received_payments = _sync_asset(
+        kind, streams.received_payments,
+        f"Payments {source_name} has received, one row per payment; how each was applied to invoices is in "
+        f"`{streams.received_payments.child_table.name}`, written in the same transaction.",
+        lambda source, store: partial(
+            source.received_payments_changed, currency_of=sync.customer_currencies(store, kind).get
+        ),
         deps=[customers],
-        metadata=_definition_metadata(streams.received_payments.table),
-        **common,
     )
-    def received_payments(
-        context: dg.AssetExecutionContext,
-        config: SyncConfig,
-        ar_source: ARSourceResource,
-        warehouse: WarehouseResource,
-        ar_settings: ARSyncSettings,
-    ) -> dg.MaterializeResult:
-        source = ar_source.get_source(ar_settings)
-        store = warehouse.get_warehouse()
-        currencies = sync.customer_currencies(store, kind)
-        return _materialize(
-            context, streams.received_payments,
-            lambda since: source.received_payments_changed(since, currencies.get), store, ar_source, config,
-        )
-
-    assets = [customers, customer_contacts, invoices, received_payments]
-    checks = [
-        _invalid_share_check(asset, stream.table)
-        for asset, stream in zip(
-            assets, (streams.customers, streams.contacts, streams.invoices, streams.received_payments), strict=True
-        )
-    ]
+    assets = [customers, contacts, invoices, received_payments]
+    streams_in_order = (streams.customers, streams.contacts, streams.invoices, streams.received_payments)
+    checks = [_invalid_share_check(asset, stream.table) for asset, stream in zip(assets, streams_in_order, strict=True)]
     return assets, checks
 
 

@@ -82,6 +82,7 @@ class BillComARSandbox(ARSandbox):
              "currency": currencies.get(i["customerId"], "USD")}
             for i in self.sandbox.entities("Invoice")
             if str(i.get("isActive")) == "1" and str(i.get("paymentStatus")) == "1"
+            and to_decimal(i.get("amountDue") or 0) > 0
         ]
 
 
