@@ -5,21 +5,27 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import dagster as dg
 import httpx
 from pydantic import Field
 
 from agentcollect_pipeline.ar_source.billcom import BillComARSource
-from agentcollect_pipeline.clients.billcom import BillComClient, RetryPolicy
+from agentcollect_pipeline.clients.billcom import BillComClient
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.money import exponent
 from agentcollect_pipeline.warehouse.store import Warehouse, WarehouseSessionStore
 
 log = logging.getLogger(__name__)
+
+ClientT = TypeVar("ClientT")
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -106,7 +112,30 @@ class BillComResource(dg.ConfigurableResource):
     warehouse: WarehouseResource
 
     def get_client(self) -> BillComClient:
-        return _shared_client(self)
+        return shared_client(
+            (
+                "billcom", self.base_url, self.org_id, self.username, self.password, self.dev_key,
+                self.warehouse.database_url, self.max_in_flight, self.page_size, self.read_timeout_s,
+                self.max_attempts, self.v3_base_url or "",
+            ),
+            self._new_client,
+        )
+
+    def _new_client(self) -> BillComClient:
+        return BillComClient(
+            base_url=self.base_url,
+            username=self.username,
+            password=self.password,
+            org_id=self.org_id,
+            dev_key=self.dev_key,
+            session_store=WarehouseSessionStore(self.warehouse.get_warehouse()),
+            max_in_flight=self.max_in_flight,
+            page_size=self.page_size,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_s),
+            v3_base_url=self.v3_base_url,
+        )
 
     def get_source(self, settings: ARSyncSettings) -> BillComARSource:
         return BillComARSource(
@@ -116,46 +145,22 @@ class BillComResource(dg.ConfigurableResource):
         )
 
 
-_CLIENTS: dict[str, BillComClient] = {}
+# One client per resource settings per process, shared by every asset and run in it; each has a `close()`.
+_CLIENTS: dict[str, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def _shared_client(resource: BillComResource) -> BillComClient:
-    # The key hashes the secrets so that a credential change gets a new client, without keeping them in clear.
-    fingerprint = hashlib.sha256(
-        "\0".join(
-            [
-                resource.base_url,
-                resource.org_id,
-                resource.username,
-                resource.password,
-                resource.dev_key,
-                resource.warehouse.database_url,
-                str(resource.max_in_flight),
-                str(resource.page_size),
-                str(resource.read_timeout_s),
-                str(resource.max_attempts),
-                resource.v3_base_url or "",
-            ]
-        ).encode()
-    ).hexdigest()
+def shared_client(fingerprint_parts: Iterable[Any], factory: Callable[[], ClientT]) -> ClientT:
+    """The process's client for these settings, made by `factory()` on first use and closed at exit.
+
+    `fingerprint_parts` are every setting the client depends on, led by the source's name so two sources
+    never share a key. The key is their hash, so secrets among them are not kept in clear.
+    """
+    fingerprint = hashlib.sha256(json.dumps([str(part) for part in fingerprint_parts]).encode()).hexdigest()
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(fingerprint)
         if client is None:
-            client = BillComClient(
-                base_url=resource.base_url,
-                username=resource.username,
-                password=resource.password,
-                org_id=resource.org_id,
-                dev_key=resource.dev_key,
-                session_store=WarehouseSessionStore(resource.warehouse.get_warehouse()),
-                max_in_flight=resource.max_in_flight,
-                page_size=resource.page_size,
-                connect_timeout_s=resource.connect_timeout_s,
-                read_timeout_s=resource.read_timeout_s,
-                retry=RetryPolicy(max_attempts=resource.max_attempts, base_delay_s=resource.retry_base_delay_s),
-                v3_base_url=resource.v3_base_url,
-            )
+            client = factory()
             _CLIENTS[fingerprint] = client
         return client
 

@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from agentcollect_pipeline.ar_source.resource import ARSourceResource
-from agentcollect_pipeline.clients.billcom import BillComClient, InMemorySessionStore, RetryPolicy
+from agentcollect_pipeline.clients.billcom import BillComClient, InMemorySessionStore
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
 from agentcollect_pipeline.sandboxes.billcom import BillComSandbox, SandboxClock
 from agentcollect_pipeline.sandboxes.server import serve_in_thread

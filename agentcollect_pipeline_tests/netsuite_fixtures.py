@@ -15,7 +15,8 @@ import pytest
 
 from agentcollect_pipeline.ar_source.netsuite import NetSuiteARSource
 from agentcollect_pipeline.ar_source.netsuite_resource import NetSuiteResource
-from agentcollect_pipeline.clients.netsuite import NetSuiteClient, RetryPolicy
+from agentcollect_pipeline.clients.netsuite import NetSuiteClient
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.sandboxes.netsuite import NetSuiteSandbox, SandboxClock, SandboxConfig
 from agentcollect_pipeline.sandboxes.server import ServerHandle, serve_in_thread
 

@@ -15,8 +15,8 @@ import pytest
 
 from agentcollect_pipeline.ar_source.qbo import QBOARSource
 from agentcollect_pipeline.ar_source.qbo_resource import QBOResource
-from agentcollect_pipeline.clients.billcom import RetryPolicy
 from agentcollect_pipeline.clients.qbo import QBOClient
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.clients.token_store import InMemoryTokenStore
 from agentcollect_pipeline.resources import WarehouseResource
 from agentcollect_pipeline.sandboxes.qbo import QBOSandbox, SandboxClock, SandboxConfig

@@ -21,8 +21,8 @@ from agentcollect_pipeline.clients.billcom import (
     BillComQuotaExceededError,
     BillComTransportError,
     InMemorySessionStore,
-    RetryPolicy,
 )
+from agentcollect_pipeline.clients.retry import RetryPolicy
 
 
 def _all_invoices(client: BillComClient) -> list[dict]:

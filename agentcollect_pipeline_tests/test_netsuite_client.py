@@ -26,11 +26,11 @@ from agentcollect_pipeline.clients.netsuite import (
     TOKEN_PATH,
     NetSuiteAuthError,
     NetSuiteProtocolError,
-    RetryPolicy,
     account_slug,
     default_base_url,
     suiteql_literal,
 )
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.resources import ARSyncSettings
 from agentcollect_pipeline.sandboxes.netsuite import NetSuiteSandbox, SandboxClock, SandboxConfig
 from agentcollect_pipeline.sandboxes.netsuite import app as sandbox_app

@@ -20,7 +20,6 @@ from agentcollect_pipeline.ar_source.base import (
     PaymentToRecord,
 )
 from agentcollect_pipeline.ar_source.qbo import QBOARSource
-from agentcollect_pipeline.clients.billcom import RetryPolicy
 from agentcollect_pipeline.clients.qbo import (
     QBOClient,
     QBOError,
@@ -31,6 +30,7 @@ from agentcollect_pipeline.clients.qbo import (
     select,
     where,
 )
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.clients.token_store import (
     InMemoryTokenStore,
     StoredToken,

@@ -8,39 +8,26 @@ field, so finance can fix it in Bill.com.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-import phonenumbers
-
+from agentcollect_pipeline.ar_source.records import (
+    Problems,
+    RecordRejected,
+    cents,
+    check_invoice_amounts,
+    contact_checks,
+    currency_code,
+    customer_currency,
+    iso_date,
+    normalise_phone,
+    parsed,
+    region_for_country,
+)
 from agentcollect_pipeline.clients.billcom import parse_timestamp
-from agentcollect_pipeline.money import MoneyError, exponent, to_minor_units
 
 ZERO_ID = "00000000000000000000"
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-COUNTRY_REGIONS = {
-    "US": "US", "USA": "US", "UNITED STATES": "US", "UNITED STATES OF AMERICA": "US",
-    "CA": "CA", "CAN": "CA", "CANADA": "CA",
-    "GB": "GB", "UK": "GB", "UNITED KINGDOM": "GB", "ENGLAND": "GB",
-}
-
-
-class RecordRejected(ValueError):
-    """A record that cannot be stored at all (it has no usable id)."""
-
-
-@dataclass
-class _Problems:
-    invalid: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def columns(self) -> dict[str, Any]:
-        status = "invalid" if self.invalid else "warning" if self.warnings else "valid"
-        problems = self.invalid + self.warnings
-        return {"validation_status": status, "validation_errors": "; ".join(problems) or None}
 
 
 def _record_id(raw: Any, entity: str) -> str:
@@ -66,7 +53,7 @@ def _ref(raw: Mapping[str, Any], key: str) -> str | None:
     return None if value in (None, "0", ZERO_ID) else value
 
 
-def _flag(raw: Mapping[str, Any], key: str, problems: _Problems, *, default: bool = False) -> bool:
+def _flag(raw: Mapping[str, Any], key: str, problems: Problems, *, default: bool = False) -> bool:
     value = raw.get(key)
     if value is None or value == "":
         return default
@@ -80,7 +67,7 @@ def _flag(raw: Mapping[str, Any], key: str, problems: _Problems, *, default: boo
     return default
 
 
-def _is_active(raw: Mapping[str, Any], problems: _Problems) -> bool:
+def _is_active(raw: Mapping[str, Any], problems: Problems) -> bool:
     # v2 uses "1" active / "2" inactive (string); accept booleans from servers that send them.
     value = raw.get("isActive")
     if value in ("1", 1, True, "true"):
@@ -91,90 +78,26 @@ def _is_active(raw: Mapping[str, Any], problems: _Problems) -> bool:
     return False
 
 
-def _timestamp(raw: Mapping[str, Any], key: str, problems: _Problems) -> datetime | None:
-    value = raw.get(key)
-    if value in (None, ""):
-        return None
-    try:
-        return parse_timestamp(str(value))
-    except ValueError:
-        problems.invalid.append(f"{key}: not a timestamp: {value!r}")
-        return None
+def _timestamp(raw: Mapping[str, Any], key: str, problems: Problems) -> datetime | None:
+    return parsed(raw.get(key), key, problems, lambda value: parse_timestamp(str(value)), what="timestamp")
 
 
-def _date(raw: Mapping[str, Any], key: str, problems: _Problems, *, required: bool) -> date | None:
-    value = raw.get(key)
-    if value in (None, ""):
-        if required:
-            problems.invalid.append(f"{key}: missing")
-        return None
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        problems.invalid.append(f"{key}: not a yyyy-MM-dd date: {value!r}")
-        return None
+def _date(raw: Mapping[str, Any], key: str, problems: Problems, *, required: bool) -> date | None:
+    return parsed(raw.get(key), key, problems, iso_date, what="yyyy-MM-dd date", required=required)
 
 
-def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: _Problems) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        problems.invalid.append(f"{key}: missing")
-        return None
-    try:
-        return to_minor_units(value, currency)
-    except MoneyError as exc:
-        problems.invalid.append(f"{key}: {exc}")
-        return None
-
-
-def _currency(value: Any, default_currency: str, problems: _Problems) -> str:
-    if value in (None, ""):
-        return default_currency
-    code = str(value).strip().upper()
-    try:
-        exponent(code)
-    except MoneyError as exc:
-        problems.invalid.append(f"invoiceCurrency: {exc}")
-        return default_currency
-    return code
-
-
-def normalise_phone(number: str | None, region: str | None) -> str | None:
-    """E.164 form of a dialable number, else None. Region comes from the billing country."""
-    if not number:
-        return None
-    try:
-        parsed = phonenumbers.parse(number, region or "US")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def region_for_country(country: str | None) -> str | None:
-    if not country:
-        return None
-    return COUNTRY_REGIONS.get(country.strip().upper(), country.strip().upper() if len(country.strip()) == 2 else None)
-
-
-def _contact_checks(email: str | None, phone: str | None, phone_e164: str | None, problems: _Problems) -> None:
-    if email is None:
-        problems.warnings.append("email: missing")
-    elif not EMAIL_PATTERN.match(email):
-        problems.warnings.append(f"email: not an address: {email!r}")
-    if phone is not None and phone_e164 is None:
-        problems.warnings.append(f"phone: not a dialable number: {phone!r}")
+def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: Problems) -> int | None:
+    return cents(raw.get(key), key, currency, problems)
 
 
 def customer_row(raw: Any, *, default_currency: str, synced_at: datetime) -> dict[str, Any]:
     customer_id = _record_id(raw, "Customer")
-    problems = _Problems()
+    problems = Problems()
     country = _text(raw, "billAddressCountry")
     phone = _text(raw, "phone")
     phone_e164 = normalise_phone(phone, region_for_country(country))
     email = _text(raw, "email")
-    _contact_checks(email, phone, phone_e164, problems)
+    contact_checks(email, phone, phone_e164, problems)
     row = {
         "customer_id": customer_id,
         "name": _text(raw, "name"),
@@ -191,7 +114,7 @@ def customer_row(raw: Any, *, default_currency: str, synced_at: datetime) -> dic
         "bill_state": _text(raw, "billAddressState"),
         "bill_zip": _text(raw, "billAddressZip"),
         "bill_country": country,
-        "currency": _currency(raw.get("invoiceCurrency"), default_currency, problems),
+        "currency": currency_code(raw.get("invoiceCurrency"), "invoiceCurrency", default_currency, problems),
         "is_active": _is_active(raw, problems),
         "has_authorized_to_charge": _flag(raw, "hasAuthorizedToCharge", problems),
         "description": _text(raw, "description"),
@@ -206,14 +129,14 @@ def customer_row(raw: Any, *, default_currency: str, synced_at: datetime) -> dic
 
 def contact_row(raw: Any, *, customer_regions: Mapping[str, str | None], synced_at: datetime) -> dict[str, Any]:
     contact_id = _record_id(raw, "CustomerContact")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _ref(raw, "customerId")
     if customer_id is None:
         problems.invalid.append("customerId: missing")
     phone = _text(raw, "phone")
     phone_e164 = normalise_phone(phone, customer_regions.get(customer_id or ""))
     email = _text(raw, "email")
-    _contact_checks(email, phone, phone_e164, problems)
+    contact_checks(email, phone, phone_e164, problems)
     row = {
         "contact_id": contact_id,
         "customer_id": customer_id or "",
@@ -239,22 +162,12 @@ def invoice_row(
 ) -> dict[str, Any]:
     """`currency_of(customer_id)` gives the customer's currency, or None when the customer is unknown."""
     invoice_id = _record_id(raw, "Invoice")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _ref(raw, "customerId")
-    currency = currency_of(customer_id)
-    if customer_id is None:
-        problems.invalid.append("customerId: missing")
-    elif currency is None:
-        problems.invalid.append(f"customerId: unknown customer {customer_id}")
-    currency = currency or default_currency
+    currency = customer_currency(customer_id, currency_of, "customerId", problems) or default_currency
     amount = _cents(raw, "amount", currency, problems)
     amount_due = _cents(raw, "amountDue", currency, problems)
-    if amount is not None and amount <= 0:
-        problems.invalid.append(f"amount: must be positive, got {raw.get('amount')}")
-    if amount_due is not None and amount_due < 0:
-        problems.invalid.append(f"amountDue: negative ({raw.get('amountDue')})")
-    if amount is not None and amount_due is not None and amount > 0 and amount_due > amount:
-        problems.invalid.append(f"amountDue: {raw.get('amountDue')} exceeds amount {raw.get('amount')}")
+    check_invoice_amounts(raw, problems, "amount", amount, "amountDue", amount_due)
     row = {
         "invoice_id": invoice_id,
         "invoice_number": _text(raw, "invoiceNumber"),
@@ -288,14 +201,9 @@ def received_payment_rows(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One ReceivedPay -> (payment row, its invoice-pay lines)."""
     payment_id = _record_id(raw, "ReceivedPay")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _ref(raw, "customerId")
-    currency = currency_of(customer_id)
-    if customer_id is None:
-        problems.invalid.append("customerId: missing")
-    elif currency is None:
-        problems.invalid.append(f"customerId: unknown customer {customer_id}")
-    currency = currency or default_currency
+    currency = customer_currency(customer_id, currency_of, "customerId", problems) or default_currency
     row = {
         "received_payment_id": payment_id,
         "customer_id": customer_id,
@@ -320,7 +228,7 @@ def received_payment_rows(
         if not isinstance(pay, Mapping) or not _text(pay, "id"):
             problems.invalid.append(f"invoicePays[{position}]: missing id")
             continue
-        line_problems = _Problems()
+        line_problems = Problems()
         amount = _cents(pay, "amount", currency, line_problems)
         problems.invalid.extend(f"invoicePays[{position}].{p}" for p in line_problems.invalid)
         lines.append(

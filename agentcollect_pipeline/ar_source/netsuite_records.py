@@ -1,7 +1,7 @@
 """NetSuite SuiteQL rows -> rows of the warehouse tables. Pure functions: no I/O, no Dagster.
 
 SuiteQL returns every value as a string and leaves NULL columns out of the item, so every field here is
-optional text first and typed second. As in billcom_records: a row without an id is rejected
+optional text first and typed second. As for every source (records.py): a row without an id is rejected
 (`RecordRejected`); every other problem keeps the row and marks it `invalid` (the collection rules must not
 act on it) or `warning` (usable but incomplete), each problem naming the field as "field: problem".
 
@@ -18,13 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
 
-from agentcollect_pipeline.ar_source.billcom_records import (
-    EMAIL_PATTERN,
+from agentcollect_pipeline.ar_source.records import (
+    Problems,
     RecordRejected,
+    cents,
+    check_invoice_amounts,
+    contact_checks,
+    customer_currency,
     normalise_phone,
+    parsed,
     region_for_country,
 )
-from agentcollect_pipeline.money import MINOR_UNIT_EXPONENT, MoneyError, exponent, to_minor_units
+from agentcollect_pipeline.money import MINOR_UNIT_EXPONENT, MoneyError, exponent
 
 __all__ = [
     "CurrencyResolver",
@@ -44,17 +49,6 @@ _NOT_RECEIVABLE = {"D", "E", "V"}
 _TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S",
                       "%m/%d/%Y %H:%M")
 _DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y")
-
-
-@dataclass
-class _Problems:
-    invalid: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def columns(self) -> dict[str, Any]:
-        status = "invalid" if self.invalid else "warning" if self.warnings else "valid"
-        problems = self.invalid + self.warnings
-        return {"validation_status": status, "validation_errors": "; ".join(problems) or None}
 
 
 @dataclass
@@ -109,7 +103,7 @@ def _text(raw: Mapping[str, Any], key: str) -> str | None:
     return text or None
 
 
-def _flag(raw: Mapping[str, Any], key: str, problems: _Problems, *, default: bool) -> bool:
+def _flag(raw: Mapping[str, Any], key: str, problems: Problems, *, default: bool) -> bool:
     value = _text(raw, key)
     if value is None:
         return default
@@ -142,64 +136,29 @@ def parse_timestamp(value: str, zone: tzinfo) -> datetime:
     raise ValueError(f"not a timestamp: {value!r}")
 
 
-def _timestamp(raw: Mapping[str, Any], key: str, problems: _Problems, zone: tzinfo) -> datetime | None:
-    value = _text(raw, key)
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value, zone)
-    except ValueError:
-        problems.invalid.append(f"{key}: not a timestamp: {value!r}")
-        return None
+def _timestamp(raw: Mapping[str, Any], key: str, problems: Problems, zone: tzinfo) -> datetime | None:
+    return parsed(_text(raw, key), key, problems, lambda value: parse_timestamp(value, zone), what="timestamp")
 
 
-def _date(raw: Mapping[str, Any], key: str, problems: _Problems, *, required: bool) -> date | None:
-    value = _text(raw, key)
-    if value is None:
-        if required:
-            problems.invalid.append(f"{key}: missing")
-        return None
+def _parse_date(value: str) -> date:
+    """A SuiteQL date (yyyy-MM-dd, possibly with a time after it, or M/D/YYYY); ValueError otherwise."""
     for pattern in _DATE_FORMATS:
         try:
             return datetime.strptime(value[:10] if "-" in value[:10] else value, pattern).date()
         except ValueError:
             pass
-    problems.invalid.append(f"{key}: not a date: {value!r}")
-    return None
+    raise ValueError(f"not a date: {value!r}")
 
 
-def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: _Problems, *,
-           required: bool = True) -> int | None:
-    value = _text(raw, key)
-    if value is None:
-        if required:
-            problems.invalid.append(f"{key}: missing")
-        return None
-    try:
-        return to_minor_units(value, currency)
-    except MoneyError as exc:
-        problems.invalid.append(f"{key}: {exc}")
-        return None
+def _date(raw: Mapping[str, Any], key: str, problems: Problems, *, required: bool) -> date | None:
+    return parsed(_text(raw, key), key, problems, _parse_date, what="date", required=required)
 
 
-def _contact_checks(email: str | None, phone: str | None, phone_e164: str | None, problems: _Problems) -> None:
-    if email is None:
-        problems.warnings.append("email: missing")
-    elif not EMAIL_PATTERN.match(email):
-        problems.warnings.append(f"email: not an address: {email!r}")
-    if phone is not None and phone_e164 is None:
-        problems.warnings.append(f"phone: not a dialable number: {phone!r}")
+def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: Problems) -> int | None:
+    return cents(_text(raw, key), key, currency, problems)
 
 
-def _known_customer(customer_id: str | None, currency_of: Callable[[str | None], str | None], key: str,
-                    problems: _Problems) -> None:
-    if customer_id is None:
-        problems.invalid.append(f"{key}: missing")
-    elif currency_of(customer_id) is None:
-        problems.invalid.append(f"{key}: unknown customer {customer_id}")
-
-
-def _currency(raw: Mapping[str, Any], currencies: CurrencyResolver, problems: _Problems) -> str:
+def _currency(raw: Mapping[str, Any], currencies: CurrencyResolver, problems: Problems) -> str:
     code, problem = currencies.resolve(raw.get("currency"))
     if problem:
         problems.invalid.append(problem)
@@ -224,7 +183,7 @@ def invoice_status(value: str | None) -> str | None:
 
 def customer_row(raw: Any, *, currencies: CurrencyResolver, zone: tzinfo, synced_at: datetime) -> dict[str, Any]:
     customer_id = _record_id(raw, "customer")
-    problems = _Problems()
+    problems = Problems()
     person = _flag(raw, "isperson", problems, default=False)
     company = _text(raw, "companyname")
     full_name = " ".join(p for p in (_text(raw, "firstname"), _text(raw, "lastname")) if p) or None
@@ -236,7 +195,7 @@ def customer_row(raw: Any, *, currencies: CurrencyResolver, zone: tzinfo, synced
     alt_phone = _text(raw, "altphone") or (_text(raw, "mobilephone") if _text(raw, "phone") else None)
     phone_e164 = normalise_phone(phone, region)
     email = _text(raw, "email")
-    _contact_checks(email, phone, phone_e164, problems)
+    contact_checks(email, phone, phone_e164, problems)
     code, problem = currencies.resolve(raw.get("currency"))
     if problem:
         problems.warnings.append(problem)
@@ -272,14 +231,14 @@ def customer_row(raw: Any, *, currencies: CurrencyResolver, zone: tzinfo, synced
 def contact_row(raw: Any, *, customer_regions: Mapping[str, str | None], zone: tzinfo,
                 synced_at: datetime) -> dict[str, Any]:
     contact_id = _record_id(raw, "contact")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _text(raw, "company")
     if customer_id is None:
         problems.invalid.append("company: missing")
     phone = _text(raw, "phone") or _text(raw, "mobilephone")
     phone_e164 = normalise_phone(phone, customer_regions.get(customer_id or ""))
     email = _text(raw, "email")
-    _contact_checks(email, phone, phone_e164, problems)
+    contact_checks(email, phone, phone_e164, problems)
     row = {
         "contact_id": contact_id,
         "customer_id": customer_id or "",
@@ -317,21 +276,14 @@ def invoice_row(
 ) -> dict[str, Any]:
     """`currency_of(customer_id)` is None when the customer is unknown to the warehouse."""
     invoice_id = _record_id(raw, "invoice")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _text(raw, "entity")
-    _known_customer(customer_id, currency_of, "entity", problems)
+    customer_currency(customer_id, currency_of, "entity", problems)
     currency = _currency(raw, currencies, problems)
     amount = _cents(raw, "foreigntotal", currency, problems)
     # foreignamountunpaid is the open balance in the invoice's currency; there is no foreignamountremaining.
     unpaid = _cents(raw, "foreignamountunpaid", currency, problems)
-    if amount is not None and amount <= 0:
-        problems.invalid.append(f"foreigntotal: must be positive, got {raw.get('foreigntotal')}")
-    if unpaid is not None and unpaid < 0:
-        problems.invalid.append(f"foreignamountunpaid: negative ({raw.get('foreignamountunpaid')})")
-    if amount is not None and unpaid is not None and amount > 0 and unpaid > amount:
-        problems.invalid.append(
-            f"foreignamountunpaid: {raw.get('foreignamountunpaid')} exceeds foreigntotal {raw.get('foreigntotal')}"
-        )
+    check_invoice_amounts(raw, problems, "foreigntotal", amount, "foreignamountunpaid", unpaid)
     status = invoice_status(_text(raw, "status"))
     if status is None and _text(raw, "status") is not None:
         problems.warnings.append(f"status: unrecognised {raw.get('status')!r}")
@@ -369,9 +321,9 @@ def received_payment_row(
     synced_at: datetime,
 ) -> dict[str, Any]:
     payment_id = _record_id(raw, "customer payment")
-    problems = _Problems()
+    problems = Problems()
     customer_id = _text(raw, "entity")
-    _known_customer(customer_id, currency_of, "entity", problems)
+    customer_currency(customer_id, currency_of, "entity", problems)
     currency = _currency(raw, currencies, problems)
     row = {
         "received_payment_id": payment_id,
@@ -397,7 +349,7 @@ def payment_line_row(payment_id: str, invoice_id: Any, amount: Any, *, currency:
     invoice = None if invoice_id is None else str(invoice_id).strip() or None
     if invoice is None:
         return None, "apply: an application without an invoice"
-    problems = _Problems()
+    problems = Problems()
     cents = _cents({"amount": amount}, "amount", currency, problems)
     if cents is not None and cents < 0:
         problems.invalid.append(f"amount: negative ({amount})")

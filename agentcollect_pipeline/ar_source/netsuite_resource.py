@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import hashlib
-import json
-import threading
 from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from agentcollect_pipeline.ar_source.netsuite import NetSuiteARSource
-from agentcollect_pipeline.clients.netsuite import NetSuiteClient, RetryPolicy
-from agentcollect_pipeline.resources import ARSyncSettings
+from agentcollect_pipeline.clients.netsuite import NetSuiteClient
+from agentcollect_pipeline.clients.retry import RetryPolicy
+from agentcollect_pipeline.resources import ARSyncSettings, shared_client
 
 
 class NetSuiteResource(dg.ConfigurableResource):
@@ -53,7 +49,29 @@ class NetSuiteResource(dg.ConfigurableResource):
     deposit_account_id: str | None = Field(default=None, description="account id payments are deposited to; empty = NetSuite's default")
 
     def get_client(self) -> NetSuiteClient:
-        return _shared_client(self)
+        return shared_client(
+            (
+                "netsuite", self.base_url, self.account_id, self.client_id, self.certificate_id, self.private_key,
+                self.algorithm, self.max_in_flight, self.page_size, self.connect_timeout_s, self.read_timeout_s,
+                self.max_attempts, self.retry_base_delay_s,
+            ),
+            self._new_client,
+        )
+
+    def _new_client(self) -> NetSuiteClient:
+        return NetSuiteClient(
+            base_url=self.base_url or None,
+            account_id=self.account_id,
+            client_id=self.client_id,
+            certificate_id=self.certificate_id,
+            private_key=self.private_key,
+            algorithm=self.algorithm or None,
+            max_in_flight=self.max_in_flight,
+            page_size=self.page_size,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_s),
+        )
 
     def get_source(self, settings: ARSyncSettings) -> NetSuiteARSource:
         return NetSuiteARSource(
@@ -66,45 +84,3 @@ class NetSuiteResource(dg.ConfigurableResource):
             note_fallback_field=self.note_fallback_field or None,
             deposit_account_id=self.deposit_account_id,
         )
-
-
-_CLIENTS: dict[str, NetSuiteClient] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
-def _fingerprint(resource: NetSuiteResource) -> str:
-    # Hashes the secrets so that a changed key gets a new client, without keeping them in clear as a key.
-    fields = ("base_url", "account_id", "client_id", "certificate_id", "private_key", "algorithm", "max_in_flight",
-              "page_size", "connect_timeout_s", "read_timeout_s", "max_attempts", "retry_base_delay_s")
-    return hashlib.sha256(json.dumps([str(getattr(resource, f)) for f in fields]).encode()).hexdigest()
-
-
-def _shared_client(resource: NetSuiteResource) -> NetSuiteClient:
-    fingerprint = _fingerprint(resource)
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(fingerprint)
-        if client is None:
-            client = NetSuiteClient(
-                base_url=resource.base_url or None,
-                account_id=resource.account_id,
-                client_id=resource.client_id,
-                certificate_id=resource.certificate_id,
-                private_key=resource.private_key,
-                algorithm=resource.algorithm or None,
-                max_in_flight=resource.max_in_flight,
-                page_size=resource.page_size,
-                connect_timeout_s=resource.connect_timeout_s,
-                read_timeout_s=resource.read_timeout_s,
-                retry=RetryPolicy(max_attempts=resource.max_attempts, base_delay_s=resource.retry_base_delay_s),
-            )
-            _CLIENTS[fingerprint] = client
-        return client
-
-
-@atexit.register
-def _close_clients() -> None:
-    with _CLIENTS_LOCK:
-        for client in _CLIENTS.values():
-            # Best effort at interpreter exit: a failure here must not mask the run's own outcome.
-            with contextlib.suppress(Exception):
-                client.close()

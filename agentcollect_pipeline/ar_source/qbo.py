@@ -26,7 +26,7 @@ from typing import Any
 
 from agentcollect_pipeline.ar_source import qbo_records as records
 from agentcollect_pipeline.ar_source.base import ARSource, ChangeBatch, CurrencyLookup, PaymentToRecord
-from agentcollect_pipeline.ar_source.billcom_records import RecordRejected
+from agentcollect_pipeline.ar_source.records import RecordRejected
 from agentcollect_pipeline.clients.qbo import (
     PAGE_MAX,
     QBOClient,

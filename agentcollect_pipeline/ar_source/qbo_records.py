@@ -1,7 +1,7 @@
 """QuickBooks Online objects -> rows of the AR warehouse tables. Pure functions: no I/O, no Dagster.
 
-Same conventions as billcom_records: a record without an Id is rejected; every other problem keeps the
-row and marks it `invalid` (the collections rules must not act on it) or `warning` (usable but
+Same conventions as every source (records.py): a record without an Id is rejected; every other problem
+keeps the row and marks it `invalid` (the collections rules must not act on it) or `warning` (usable but
 incomplete), naming the QBO field so finance can fix it in QuickBooks.
 
 Mapping choices:
@@ -15,18 +15,24 @@ Mapping choices:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from agentcollect_pipeline.ar_source.billcom_records import (
-    EMAIL_PATTERN,
+from agentcollect_pipeline.ar_source.records import (
+    Problems,
     RecordRejected,
+    cents,
+    check_invoice_amounts,
+    contact_checks,
+    currency_code,
+    customer_currency,
+    iso_date,
     normalise_phone,
+    parsed,
     region_for_country,
 )
 from agentcollect_pipeline.clients.qbo import parse_timestamp
-from agentcollect_pipeline.money import MoneyError, exponent, to_decimal, to_minor_units
+from agentcollect_pipeline.money import MoneyError, to_decimal
 
 # QBO's PaymentMethodRef names -> the warehouse's payment_type codes (0 cash, 1 check, 2 card, 3 ACH,
 # 4 PayPal, 5 other). Payment methods are user-defined lists in QBO, so this is a best-effort reading.
@@ -35,16 +41,6 @@ _METHOD_CODES = (
     ("amex", "2"), ("american express", "2"), ("discover", "2"), ("card", "2"), ("ach", "3"), ("eft", "3"),
     ("bank", "3"), ("transfer", "3"), ("paypal", "4"),
 )
-
-
-@dataclass
-class _Problems:
-    invalid: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def columns(self) -> dict[str, Any]:
-        status = "invalid" if self.invalid else "warning" if self.warnings else "valid"
-        return {"validation_status": status, "validation_errors": "; ".join(self.invalid + self.warnings) or None}
 
 
 def _record_id(raw: Any, entity: str) -> str:
@@ -74,55 +70,23 @@ def _ref(raw: Mapping[str, Any], key: str) -> str | None:
     return _text(raw, key, "value")
 
 
-def _timestamp(raw: Mapping[str, Any], problems: _Problems, *path: str) -> datetime | None:
-    value = _text(raw, *path)
-    if value is None:
-        return None
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        problems.invalid.append(f"{'.'.join(path)}: not a timestamp: {value!r}")
-        return None
+def _timestamp(raw: Mapping[str, Any], problems: Problems, *path: str) -> datetime | None:
+    return parsed(_text(raw, *path), ".".join(path), problems, parse_timestamp, what="timestamp")
 
 
-def _date(raw: Mapping[str, Any], key: str, problems: _Problems, *, required: bool) -> date | None:
-    value = _text(raw, key)
-    if value is None:
-        if required:
-            problems.invalid.append(f"{key}: missing")
-        return None
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        problems.invalid.append(f"{key}: not a yyyy-MM-dd date: {value!r}")
-        return None
+def _date(raw: Mapping[str, Any], key: str, problems: Problems, *, required: bool) -> date | None:
+    return parsed(_text(raw, key), key, problems, iso_date, what="yyyy-MM-dd date", required=required)
 
 
-def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: _Problems) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        problems.invalid.append(f"{key}: missing")
-        return None
-    try:
-        return to_minor_units(value, currency)
-    except MoneyError as exc:
-        problems.invalid.append(f"{key}: {exc}")
-        return None
+def _cents(raw: Mapping[str, Any], key: str, currency: str, problems: Problems) -> int | None:
+    return cents(raw.get(key), key, currency, problems)
 
 
-def _currency(code: str | None, fallback: str, problems: _Problems) -> str:
-    if code is None:
-        return fallback
-    code = code.upper()
-    try:
-        exponent(code)
-    except MoneyError as exc:
-        problems.invalid.append(f"CurrencyRef: {exc}")
-        return fallback
-    return code
+def _currency(code: str | None, fallback: str, problems: Problems) -> str:
+    return currency_code(code, "CurrencyRef", fallback, problems)
 
 
-def _active(raw: Mapping[str, Any], problems: _Problems) -> bool:
+def _active(raw: Mapping[str, Any], problems: Problems) -> bool:
     value = raw.get("Active", True)
     if isinstance(value, bool):
         return value
@@ -133,23 +97,10 @@ def _active(raw: Mapping[str, Any], problems: _Problems) -> bool:
 
 
 def _txn_currency(raw: Mapping[str, Any], customer_id: str | None, currency_of: Callable[[str | None], str | None],
-                  default_currency: str, problems: _Problems) -> str:
+                  default_currency: str, problems: Problems) -> str:
     """The transaction's own CurrencyRef, else the customer's currency; an unknown customer is invalid."""
-    customer_currency = currency_of(customer_id)
-    if customer_id is None:
-        problems.invalid.append("CustomerRef: missing")
-    elif customer_currency is None:
-        problems.invalid.append(f"CustomerRef: unknown customer {customer_id}")
-    return _currency(_ref(raw, "CurrencyRef"), customer_currency or default_currency, problems)
-
-
-def _contact_checks(email: str | None, phone: str | None, phone_e164: str | None, problems: _Problems) -> None:
-    if email is None:
-        problems.warnings.append("PrimaryEmailAddr: missing")
-    elif not EMAIL_PATTERN.match(email):
-        problems.warnings.append(f"PrimaryEmailAddr: not an address: {email!r}")
-    if phone is not None and phone_e164 is None:
-        problems.warnings.append(f"PrimaryPhone: not a dialable number: {phone!r}")
+    fallback = customer_currency(customer_id, currency_of, "CustomerRef", problems) or default_currency
+    return _currency(_ref(raw, "CurrencyRef"), fallback, problems)
 
 
 def is_voided(raw: Mapping[str, Any]) -> bool:
@@ -164,12 +115,12 @@ def is_voided(raw: Mapping[str, Any]) -> bool:
 
 def customer_row(raw: Any, *, default_currency: str, synced_at: datetime) -> dict[str, Any]:
     customer_id = _record_id(raw, "Customer")
-    problems = _Problems()
+    problems = Problems()
     country = _text(raw, "BillAddr", "Country")
     phone = _text(raw, "PrimaryPhone", "FreeFormNumber")
     phone_e164 = normalise_phone(phone, region_for_country(country))
     email = _text(raw, "PrimaryEmailAddr", "Address")
-    _contact_checks(email, phone, phone_e164, problems)
+    contact_checks(email, phone, phone_e164, problems, email_key="PrimaryEmailAddr", phone_key="PrimaryPhone")
     company = _text(raw, "CompanyName")
     row = {
         "customer_id": customer_id,
@@ -219,18 +170,13 @@ def invoice_row(
     invoice_id = _record_id(raw, "Invoice")
     if raw.get("status") == "Deleted":
         return invoice_tombstone(raw, default_currency=default_currency, synced_at=synced_at)
-    problems = _Problems()
+    problems = Problems()
     customer_id = _ref(raw, "CustomerRef")
     currency = _txn_currency(raw, customer_id, currency_of, default_currency, problems)
     voided = is_voided(raw)
     amount = _cents(raw, "TotalAmt", currency, problems)
     balance = _cents(raw, "Balance", currency, problems)
-    if amount is not None and amount <= 0 and not voided:
-        problems.invalid.append(f"TotalAmt: must be positive, got {raw.get('TotalAmt')}")
-    if balance is not None and balance < 0:
-        problems.invalid.append(f"Balance: negative ({raw.get('Balance')})")
-    if amount is not None and balance is not None and amount > 0 and balance > amount:
-        problems.invalid.append(f"Balance: {raw.get('Balance')} exceeds TotalAmt {raw.get('TotalAmt')}")
+    check_invoice_amounts(raw, problems, "TotalAmt", amount, "Balance", balance, zero_total_ok=voided)
     row = {
         "invoice_id": invoice_id,
         "invoice_number": _text(raw, "DocNumber"),
@@ -267,7 +213,7 @@ def _first_line_description(raw: Mapping[str, Any]) -> str | None:
 def invoice_tombstone(raw: Any, *, default_currency: str, synced_at: datetime) -> dict[str, Any]:
     """A deleted invoice as CDC reports it (`{"Id", "status": "Deleted"}`): kept, inactive, no amounts."""
     invoice_id = _record_id(raw, "Invoice")
-    problems = _Problems(warnings=["status: deleted in QuickBooks"])
+    problems = Problems(warnings=["status: deleted in QuickBooks"])
     return {
         "invoice_id": invoice_id, "invoice_number": None, "customer_id": None, "invoice_date": None,
         "due_date": None, "amount_cents": None, "amount_due_cents": None, "currency": default_currency,
@@ -296,7 +242,7 @@ def received_payment_rows(
     payment_id = _record_id(raw, "Payment")
     if raw.get("status") == "Deleted":
         return payment_tombstone(raw, default_currency=default_currency, synced_at=synced_at), []
-    problems = _Problems()
+    problems = Problems()
     customer_id = _ref(raw, "CustomerRef")
     currency = _txn_currency(raw, customer_id, currency_of, default_currency, problems)
     voided = is_voided(raw)
@@ -319,7 +265,7 @@ def received_payment_rows(
     return {**row, **problems.columns()}, lines
 
 
-def _payment_lines(raw: Mapping[str, Any], payment_id: str, currency: str, problems: _Problems,
+def _payment_lines(raw: Mapping[str, Any], payment_id: str, currency: str, problems: Problems,
                    synced_at: datetime) -> list[dict[str, Any]]:
     lines = raw.get("Line") or []
     if not isinstance(lines, list):
@@ -331,7 +277,7 @@ def _payment_lines(raw: Mapping[str, Any], payment_id: str, currency: str, probl
         invoices = [link for link in links or [] if isinstance(link, Mapping) and link.get("TxnType") == "Invoice"]
         if not invoices:
             continue  # e.g. a credit memo applied inside the payment: not money against an invoice
-        line_problems = _Problems()
+        line_problems = Problems()
         amount = _cents(line, "Amount", currency, line_problems)
         problems.invalid.extend(f"Line[{position}].{p}" for p in line_problems.invalid)
         for extra, link in enumerate(invoices):
@@ -351,7 +297,7 @@ def _payment_lines(raw: Mapping[str, Any], payment_id: str, currency: str, probl
 
 def payment_tombstone(raw: Any, *, default_currency: str, synced_at: datetime) -> dict[str, Any]:
     payment_id = _record_id(raw, "Payment")
-    problems = _Problems(warnings=["status: deleted in QuickBooks"])
+    problems = Problems(warnings=["status: deleted in QuickBooks"])
     return {
         "received_payment_id": payment_id, "customer_id": None, "payment_date": None, "amount_cents": None,
         "currency": default_currency, "payment_type": None, "status": "deleted", "is_online": False,

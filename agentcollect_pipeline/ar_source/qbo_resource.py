@@ -1,19 +1,15 @@
 """Dagster resource for QuickBooks Online as the AR source: one client per company per process."""
 
-import atexit
-import contextlib
-import hashlib
-import threading
 from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from agentcollect_pipeline.ar_source.qbo import QBOARSource
-from agentcollect_pipeline.clients.billcom import RetryPolicy
 from agentcollect_pipeline.clients.qbo import DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, QBOClient
+from agentcollect_pipeline.clients.retry import RetryPolicy
 from agentcollect_pipeline.clients.token_store import WarehouseTokenStore
-from agentcollect_pipeline.resources import ARSyncSettings, WarehouseResource
+from agentcollect_pipeline.resources import ARSyncSettings, WarehouseResource, shared_client
 
 
 class QBOResource(dg.ConfigurableResource):
@@ -45,7 +41,32 @@ class QBOResource(dg.ConfigurableResource):
     warehouse: WarehouseResource
 
     def get_client(self) -> QBOClient:
-        return _shared_client(self)
+        return shared_client(
+            (
+                "qbo", self.base_url, self.token_url, self.client_id, self.client_secret, self.realm_id,
+                self.refresh_token or "", self.token_encryption_key or "", self.warehouse.database_url,
+                self.max_in_flight, self.requests_per_minute, self.page_size, self.connect_timeout_s,
+                self.read_timeout_s, self.max_attempts, self.retry_base_delay_s,
+            ),
+            self._new_client,
+        )
+
+    def _new_client(self) -> QBOClient:
+        return QBOClient(
+            base_url=self.base_url,
+            token_url=self.token_url,
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            realm_id=self.realm_id,
+            token_store=WarehouseTokenStore(self.warehouse.get_warehouse(), self.token_encryption_key),
+            bootstrap_refresh_token=self.refresh_token,
+            max_in_flight=self.max_in_flight,
+            requests_per_minute=self.requests_per_minute,
+            page_size=self.page_size,
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_s=self.retry_base_delay_s),
+        )
 
     def get_source(self, settings: ARSyncSettings) -> QBOARSource:
         return QBOARSource(
@@ -54,53 +75,3 @@ class QBOResource(dg.ConfigurableResource):
             overlap=timedelta(seconds=settings.overlap_seconds),
             read_chunk=self.read_chunk,
         )
-
-
-_CLIENTS: dict[str, QBOClient] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
-def _shared_client(resource: QBOResource) -> QBOClient:
-    # The key hashes the secrets so that a credential change gets a new client, without keeping them in clear.
-    fingerprint = hashlib.sha256(
-        "\0".join(
-            str(part)
-            for part in (
-                resource.base_url, resource.token_url, resource.client_id, resource.client_secret,
-                resource.realm_id, resource.refresh_token or "", resource.token_encryption_key or "",
-                resource.warehouse.database_url, resource.max_in_flight, resource.requests_per_minute,
-                resource.page_size, resource.connect_timeout_s, resource.read_timeout_s, resource.max_attempts,
-                resource.retry_base_delay_s,
-            )
-        ).encode()
-    ).hexdigest()
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(fingerprint)
-        if client is None:
-            store = WarehouseTokenStore(resource.warehouse.get_warehouse(), resource.token_encryption_key)
-            client = QBOClient(
-                base_url=resource.base_url,
-                token_url=resource.token_url,
-                client_id=resource.client_id,
-                client_secret=resource.client_secret,
-                realm_id=resource.realm_id,
-                token_store=store,
-                bootstrap_refresh_token=resource.refresh_token,
-                max_in_flight=resource.max_in_flight,
-                requests_per_minute=resource.requests_per_minute,
-                page_size=resource.page_size,
-                connect_timeout_s=resource.connect_timeout_s,
-                read_timeout_s=resource.read_timeout_s,
-                retry=RetryPolicy(max_attempts=resource.max_attempts, base_delay_s=resource.retry_base_delay_s),
-            )
-            _CLIENTS[fingerprint] = client
-        return client
-
-
-@atexit.register
-def _close_clients() -> None:
-    with _CLIENTS_LOCK:
-        for client in _CLIENTS.values():
-            # Best effort at interpreter exit: a failure here must not mask the run's own outcome.
-            with contextlib.suppress(Exception):
-                client.close()

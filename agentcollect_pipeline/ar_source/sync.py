@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from agentcollect_pipeline.ar_source.base import ChangeBatch
-from agentcollect_pipeline.ar_source.billcom_records import region_for_country
+from agentcollect_pipeline.ar_source.records import region_for_country
 from agentcollect_pipeline.warehouse import schema
 from agentcollect_pipeline.warehouse.store import Warehouse, frame_from_rows
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -41,6 +40,7 @@ from agentcollect_pipeline.ar_source.base import (
     ARSourceError,
     ARTransportError,
 )
+from agentcollect_pipeline.clients.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +209,6 @@ def _org_semaphore(base_url: str, org_id: str, limit: int) -> threading.BoundedS
         if key not in _ORG_SEMAPHORES:
             _ORG_SEMAPHORES[key] = threading.BoundedSemaphore(limit)
         return _ORG_SEMAPHORES[key]
-
-
-@dataclass
-class RetryPolicy:
-    max_attempts: int = 6
-    base_delay_s: float = 0.25
-    max_delay_s: float = 20.0
-
-    def delay(self, attempt: int) -> float:
-        """Full jitter: spreads retries of concurrent workers instead of synchronising them."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
 
 
 class BillComClient:

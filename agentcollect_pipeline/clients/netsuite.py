@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import threading
 import time
@@ -45,6 +44,7 @@ from agentcollect_pipeline.ar_source.base import (
     ARSourceError,
     ARTransportError,
 )
+from agentcollect_pipeline.clients.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +144,6 @@ def _error_from(response: httpx.Response, operation: str) -> NetSuiteError:
 
 # --------------------------------------------------------------------------------------------------------
 # Configuration pieces
-
-
-@dataclass
-class RetryPolicy:
-    max_attempts: int = 6
-    base_delay_s: float = 0.25
-    max_delay_s: float = 20.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Full jitter spreads concurrent workers' retries; a server's Retry-After is a floor."""
-        jittered = random.uniform(0, min(self.max_delay_s, self.base_delay_s * (2**attempt)))
-        if retry_after is not None:
-            return min(self.max_delay_s, max(retry_after, jittered))
-        return jittered
 
 
 @dataclass(frozen=True)
@@ -487,7 +473,7 @@ class NetSuiteClient:
                     continue
                 if status == 429:
                     failure = "HTTP 429 (concurrency limit)"
-                    retry_after = _retry_after(response)
+                    retry_after = retry_after_seconds(response)
                 elif status >= 500:
                     may_have_landed = True
                     failure = f"HTTP {status} {_error_code(response)}".rstrip()
@@ -567,7 +553,7 @@ class NetSuiteClient:
                 if response.status_code == 200:
                     return self._accept_token(response)
                 if response.status_code == 429:
-                    failure, retry_after = "HTTP 429", _retry_after(response)
+                    failure, retry_after = "HTTP 429", retry_after_seconds(response)
                 elif response.status_code >= 500:
                     failure = f"HTTP {response.status_code}"
                 else:
@@ -602,13 +588,6 @@ def _record_path(record_type: str, key: str) -> str:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", record_type):
         raise ValueError(f"not a record type: {record_type!r}")
     return f"{RECORD_PATH}/{record_type}/{quote(key, safe=':')}"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(float(response.headers.get("retry-after", "")), 0.0)
-    except ValueError:
-        return None
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -54,7 +54,7 @@ from agentcollect_pipeline.ar_source.base import (
     ARSourceError,
     ARTransportError,
 )
-from agentcollect_pipeline.clients.billcom import RetryPolicy
+from agentcollect_pipeline.clients.retry import RetryPolicy, retry_after_seconds
 from agentcollect_pipeline.clients.token_store import StoredToken, TokenStore, TokenVersionConflict
 
 log = logging.getLogger(__name__)
@@ -527,7 +527,7 @@ class QBOClient:
                 if status == 429:
                     with self._stats_lock:
                         self.throttled += 1
-                    failure, retry_after = "HTTP 429 (ThrottleExceeded)", _retry_after(response)
+                    failure, retry_after = "HTTP 429 (ThrottleExceeded)", retry_after_seconds(response)
                 elif status >= 500:
                     may_have_landed = may_have_landed or write
                     failure = f"HTTP {status}"
@@ -540,7 +540,7 @@ class QBOClient:
                 if may_have_landed:
                     raise QBOOutcomeUnknownError(f"QuickBooks {operation}", reason)
                 raise QBOTransportError(f"QuickBooks {operation}: {reason}")
-            delay = max(self._retry.delay(attempt), min(retry_after or 0.0, MAX_RETRY_AFTER_S))
+            delay = self._retry.delay(attempt, retry_after, retry_after_cap=MAX_RETRY_AFTER_S)
             log.warning("QuickBooks %s: %s; retry %d in %.2fs", operation, failure, attempt, delay)
             self._sleep(delay)
 
@@ -738,14 +738,6 @@ def _advance_floor(
         return floor, seen_at_floor | {i for row in page if (i := _row_id(row))}
     ids = {i for row in page if (i := _row_id(row)) and _row_updated(row) == last}
     return last, ids
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _answer(response: httpx.Response, operation: str, write: bool) -> Any:

@@ -17,7 +17,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
-from agentcollect_pipeline.ar_source.billcom_records import EMAIL_PATTERN
+from agentcollect_pipeline.ar_source.records import EMAIL_PATTERN
 from agentcollect_pipeline.rules.keys import BookKeys
 from agentcollect_pipeline.rules.policy import CollectionPolicy
 

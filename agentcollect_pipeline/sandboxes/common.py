@@ -1,13 +1,53 @@
-"""Machinery every local sandbox shares: scripted faults, a background ticker, the ASGI lifespan."""
+"""Machinery every local sandbox shares: the clock, scripted faults, a background ticker, the ASGI entry
+point and lifespan, and the `app`/`stats` surface."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+
+class SandboxClock:
+    """The sandbox's notion of "now".
+
+    With an explicit `start` the clock is frozen and moves only through `advance()`/`set()`, which keeps
+    tests deterministic. Without one it follows real time (plus any advance), which is what a long-running
+    demo server wants. Pass `ticking=` to override either default.
+    """
+
+    def __init__(self, start: datetime | None = None, *, ticking: bool | None = None) -> None:
+        if start is not None and start.tzinfo is None:
+            raise ValueError("SandboxClock start must be timezone-aware")
+        self._lock = threading.Lock()
+        self._ticking = (start is None) if ticking is None else ticking
+        self._base = (start or datetime.now(UTC)).astimezone(UTC)
+        self._mono = time.monotonic()
+
+    def now(self) -> datetime:
+        with self._lock:
+            if self._ticking:
+                return self._base + timedelta(seconds=time.monotonic() - self._mono)
+            return self._base
+
+    def advance(self, seconds: float) -> datetime:
+        with self._lock:
+            self._base += timedelta(seconds=seconds)
+        return self.now()
+
+    def set(self, moment: datetime) -> datetime:
+        if moment.tzinfo is None:
+            raise ValueError("SandboxClock.set needs a timezone-aware datetime")
+        with self._lock:
+            self._base = moment.astimezone(UTC)
+            self._mono = time.monotonic()
+        return self.now()
 
 
 @dataclass(frozen=True)
@@ -107,3 +147,32 @@ async def serve_lifespan(receive: Callable[..., Any], send: Callable[..., Any]) 
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def asgi_app(handle: Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+             ) -> Callable[..., Any]:
+    """`handle` (a sandbox's bound `_asgi`) as a plain coroutine function, so any ASGI server (not only
+    ours) recognises it as ASGI3."""
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        await handle(scope, receive, send)
+
+    return app
+
+
+class SandboxSurface:
+    """`app` and `stats` of a sandbox that sets `_app` (see `asgi_app`) and keeps its counters in `_stats`
+    under `_lock`, the lock that guards all of its state."""
+
+    _app: Callable[..., Any]
+    _lock: Any
+    _stats: dict[str, Any]
+
+    @property
+    def app(self) -> Callable[..., Any]:
+        return self._app
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return copy.deepcopy(self._stats)

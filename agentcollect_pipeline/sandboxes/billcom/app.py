@@ -28,7 +28,6 @@ import re
 import secrets
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,7 +37,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from agentcollect_pipeline.asgi import read_body
-from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, serve_lifespan
+from agentcollect_pipeline.sandboxes.common import (
+    Fault,
+    FaultQueue,
+    SandboxClock,
+    SandboxSurface,
+    asgi_app,
+    serve_lifespan,
+)
 
 __all__ = [
     "BillComSandbox",
@@ -100,42 +106,6 @@ def parse_ts(value: str) -> datetime:
         digits = offset[1:].replace(":", "")
         moment -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     return moment
-
-
-class SandboxClock:
-    """The sandbox's notion of "now".
-
-    With an explicit `start` the clock is frozen and moves only through `advance()`/`set()`, which keeps
-    tests deterministic. Without one it follows real time (plus any advance), which is what a long-running
-    demo server wants. Pass `ticking=` to override either default.
-    """
-
-    def __init__(self, start: datetime | None = None, *, ticking: bool | None = None) -> None:
-        if start is not None and start.tzinfo is None:
-            raise ValueError("SandboxClock start must be timezone-aware")
-        self._lock = threading.Lock()
-        self._ticking = (start is None) if ticking is None else ticking
-        self._base = (start or datetime.now(UTC)).astimezone(UTC)
-        self._mono = time.monotonic()
-
-    def now(self) -> datetime:
-        with self._lock:
-            if self._ticking:
-                return self._base + timedelta(seconds=time.monotonic() - self._mono)
-            return self._base
-
-    def advance(self, seconds: float) -> datetime:
-        with self._lock:
-            self._base += timedelta(seconds=seconds)
-        return self.now()
-
-    def set(self, moment: datetime) -> datetime:
-        if moment.tzinfo is None:
-            raise ValueError("SandboxClock.set needs a timezone-aware datetime")
-        with self._lock:
-            self._base = moment.astimezone(UTC)
-            self._mono = time.monotonic()
-        return self.now()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -342,7 +312,7 @@ def _norm_fault_path(path: str | None) -> str | None:
 # The sandbox
 
 
-class BillComSandbox:
+class BillComSandbox(SandboxSurface):
     """In-memory Bill.com organisation served as an ASGI app (`.app`). Thread-safe for test-side calls."""
 
     def __init__(self, config: SandboxConfig | None = None, clock: SandboxClock | None = None) -> None:
@@ -365,27 +335,14 @@ class BillComSandbox:
         self._payment_links: dict[str, dict[str, Any]] = {}  # token -> invoiceId, customerId, email, ...
         self.reset_stats()
 
-        # A plain coroutine function, so any ASGI server (not only ours) recognises it as ASGI3.
-        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-            await self._asgi(scope, receive, send)
-
-        self._app = app
+        self._app = asgi_app(self._asgi)
 
     # ---- public Python surface ------------------------------------------------------------------------
-
-    @property
-    def app(self) -> Callable[..., Any]:
-        return self._app
 
     @property
     def credentials(self) -> dict[str, str]:
         cfg = self.config
         return {"username": cfg.username, "password": cfg.password, "org_id": cfg.org_id, "dev_key": cfg.dev_key}
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def reset_stats(self) -> None:
         with self._lock:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import copy
 import json
 import random
 import re
@@ -44,8 +43,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agentcollect_pipeline.asgi import read_body
-from agentcollect_pipeline.sandboxes.billcom.app import SandboxClock
-from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, serve_lifespan
+from agentcollect_pipeline.sandboxes.common import (
+    Fault,
+    FaultQueue,
+    SandboxClock,
+    SandboxSurface,
+    asgi_app,
+    serve_lifespan,
+)
 
 from . import seed as seed_module
 from .suiteql import (
@@ -272,7 +277,7 @@ def _by_value(display: Callable[[Any], str | None]) -> Callable[[Any, Any], str 
 # The sandbox
 
 
-class NetSuiteSandbox:
+class NetSuiteSandbox(SandboxSurface):
     """In-memory NetSuite account served as an ASGI app (`.app`). Thread-safe for test-side calls."""
 
     def __init__(self, config: SandboxConfig | None = None, clock: SandboxClock | None = None, *,
@@ -303,17 +308,9 @@ class NetSuiteSandbox:
         self.queries: deque[str] = deque(maxlen=1000)  # the latest SuiteQL texts, for tests and debugging
         self.reset_stats()
 
-        # A plain coroutine function, so any ASGI server (not only ours) recognises it as ASGI3.
-        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-            await self._asgi(scope, receive, send)
-
-        self._app = app
+        self._app = asgi_app(self._asgi)
 
     # ---- public Python surface --------------------------------------------------------------------------
-
-    @property
-    def app(self) -> Callable[..., Any]:
-        return self._app
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -355,11 +352,6 @@ class NetSuiteSandbox:
         """Invalidate every issued access token (as if an hour had passed for all of them)."""
         with self._lock:
             self._tokens.clear()
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def reset_stats(self) -> None:
         with self._lock:

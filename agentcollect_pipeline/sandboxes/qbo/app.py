@@ -45,8 +45,14 @@ from urllib.parse import parse_qs, unquote
 from zoneinfo import ZoneInfo
 
 from agentcollect_pipeline.asgi import read_body
-from agentcollect_pipeline.sandboxes.billcom.app import SandboxClock
-from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, serve_lifespan
+from agentcollect_pipeline.sandboxes.common import (
+    Fault,
+    FaultQueue,
+    SandboxClock,
+    SandboxSurface,
+    asgi_app,
+    serve_lifespan,
+)
 from agentcollect_pipeline.sandboxes.qbo.query import (
     COMMON_FIELDS,
     COMPARE,
@@ -190,7 +196,7 @@ class _Stored:
 # The sandbox
 
 
-class QBOSandbox:
+class QBOSandbox(SandboxSurface):
     """In-memory QBO company served as an ASGI app (`.app`). Thread-safe for test-side calls."""
 
     def __init__(self, config: SandboxConfig | None = None, clock: SandboxClock | None = None) -> None:
@@ -215,27 +221,15 @@ class QBOSandbox:
         self._initial_refresh_token = self._issue_family()[0]
         self._add_company_info()
 
-        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-            await self._asgi(scope, receive, send)
-
-        self._app = app
+        self._app = asgi_app(self._asgi)
 
     # ---- public Python surface ------------------------------------------------------------------------
-
-    @property
-    def app(self) -> Callable[..., Any]:
-        return self._app
 
     @property
     def credentials(self) -> dict[str, str]:
         cfg = self.config
         return {"client_id": cfg.client_id, "client_secret": cfg.client_secret, "realm_id": cfg.realm_id,
                 "refresh_token": self._initial_refresh_token}
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def reset_stats(self) -> None:
         with self._lock:

@@ -50,9 +50,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agentcollect_pipeline.asgi import read_body
-from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
+from agentcollect_pipeline.sandboxes.common import (
+    Fault,
+    FaultQueue,
+    SandboxClock,
+    SandboxSurface,
+    Ticker,
+    asgi_app,
+    serve_lifespan,
+)
 
-from ..billcom.app import SandboxClock, parse_ts
+from ..billcom.app import parse_ts
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -144,7 +152,7 @@ def _op_name(path: str) -> str:
     return "/".join(out)
 
 
-class SendGridSandbox:
+class SendGridSandbox(SandboxSurface):
     """In-memory SendGrid user served as an ASGI app (`.app`). Thread-safe for test-side calls.
 
     Event timing (seconds of sandbox clock): `processed` at acceptance (or `send_at`), then the final
@@ -202,16 +210,9 @@ class SendGridSandbox:
         self._ticker = Ticker(self.tick, name="sendgrid-sandbox-pump")
         self.reset_stats()
 
-        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-            await self._asgi(scope, receive, send)
-
-        self._app = app
+        self._app = asgi_app(self._asgi)
 
     # ---- public Python surface ------------------------------------------------------------------------
-
-    @property
-    def app(self) -> Callable[..., Any]:
-        return self._app
 
     @property
     def event_webhook_public_key(self) -> str:
@@ -219,11 +220,6 @@ class SendGridSandbox:
         der = self._private_key.public_key().public_bytes(serialization.Encoding.DER,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
         return base64.b64encode(der).decode("ascii")
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def reset_stats(self) -> None:
         with self._lock:

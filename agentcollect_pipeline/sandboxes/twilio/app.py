@@ -46,9 +46,17 @@ from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 import httpx
 
 from agentcollect_pipeline.asgi import read_body
-from agentcollect_pipeline.sandboxes.common import Fault, FaultQueue, Ticker, serve_lifespan
+from agentcollect_pipeline.sandboxes.common import (
+    Fault,
+    FaultQueue,
+    SandboxClock,
+    SandboxSurface,
+    Ticker,
+    asgi_app,
+    serve_lifespan,
+)
 
-from ..billcom.app import SandboxClock, parse_ts
+from ..billcom.app import parse_ts
 
 __all__ = [
     "FAULT_KINDS",
@@ -279,7 +287,7 @@ def _op_name(path: str) -> str:
 # The sandbox
 
 
-class TwilioSandbox:
+class TwilioSandbox(SandboxSurface):
     """In-memory Twilio account served as an ASGI app (`.app`). Thread-safe for test-side calls.
 
     Timing knobs (seconds of sandbox clock): a message leaves the sender queue at its throughput slot, is
@@ -348,25 +356,13 @@ class TwilioSandbox:
         self._ticker = Ticker(self.tick, name="twilio-sandbox-pump")
         self.reset_stats()
 
-        async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-            await self._asgi(scope, receive, send)
-
-        self._app = app
+        self._app = asgi_app(self._asgi)
 
     # ---- public Python surface ------------------------------------------------------------------------
 
     @property
-    def app(self) -> Callable[..., Any]:
-        return self._app
-
-    @property
     def credentials(self) -> dict[str, str]:
         return {"account_sid": self.account_sid, "auth_token": self.auth_token}
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return copy.deepcopy(self._stats)
 
     def reset_stats(self) -> None:
         with self._lock:
