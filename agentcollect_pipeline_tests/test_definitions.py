@@ -228,3 +228,12 @@ def test_the_readme_lists_every_environment_variable():
     # The LLM's five variables share one row (`AGENTCOLLECT_LLM_BASE_URL`, `_MODEL`, …).
     missing = [n for n in ENVIRONMENT if f"`{n}`" not in table and not n.startswith("AGENTCOLLECT_LLM_")]
     assert missing == []
+
+
+def test_qbo_and_netsuite_secrets_are_bound_as_env_vars_not_values():
+    qbo = definitions.build_resources("qbo")["ar_source"].qbo
+    for field in ("client_id", "client_secret", "refresh_token", "token_encryption_key"):
+        assert isinstance(getattr(qbo, field), dg.EnvVar), field
+    netsuite = definitions.build_resources("netsuite")["ar_source"].netsuite
+    for field in ("client_id", "private_key"):
+        assert isinstance(getattr(netsuite, field), dg.EnvVar), field
