@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import dagster as dg
 
+from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.ar_source.netsuite_resource import NetSuiteResource
 from agentcollect_pipeline.ar_source.qbo_resource import QBOResource
 from agentcollect_pipeline.ar_source.resource import ARSourceResource
@@ -111,9 +113,10 @@ def _fed_by(kind: str, assets: list) -> list:
     and payments."""
     if kind == "billcom":
         return assets
+    billcom, configured = sync.streams_for("billcom"), sync.streams_for(kind)
     replacements = {
-        dg.AssetKey(f"billcom_{stream}"): dg.AssetKey(f"{kind}_{stream}")
-        for stream in ("customers", "customer_contacts", "invoices", "received_payments")
+        dg.AssetKey(getattr(billcom, f.name).name): dg.AssetKey(getattr(configured, f.name).name)
+        for f in dataclasses.fields(sync.SourceStreams)
     }
     # with_attributes rewires the op's inputs too (map_asset_specs would change only the drawn lineage).
     return [

@@ -81,7 +81,9 @@ def env(name: str) -> str | None:
     return value if value not in (None, "") else ENVIRONMENT[name][1]
 
 
-AR_SOURCE_CHOICES = ("billcom", "qbo", "netsuite")
+# The AR sources of truth and the names finance reads in notes, logs and asset descriptions.
+AR_SOURCE_NAMES = {"billcom": "Bill.com", "qbo": "QuickBooks Online", "netsuite": "NetSuite"}
+AR_SOURCE_CHOICES = tuple(AR_SOURCE_NAMES)
 
 
 def configured_ar_source() -> str:

@@ -197,7 +197,7 @@ def main() -> int:
                                dev_key=credentials["dev_key"], session_store=WarehouseSessionStore(warehouse))
         source = BillComARSource(client)
         sync.sync_stream(sync.streams_for("billcom").customers, source.customers_changed, warehouse)
-        currencies = sync.customer_currencies(warehouse)
+        currencies = sync.customer_currencies(warehouse, "billcom")
         client.close()
         now = datetime.now(UTC)
         candidates = []

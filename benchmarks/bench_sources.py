@@ -15,7 +15,9 @@ Prints one JSON object per source, then a summary line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -23,36 +25,26 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import dagster as dg
+
 from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.ar_source.base import PaymentToRecord
-from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.money import to_minor_units
 from agentcollect_pipeline.payments.posting import posting_key
-from agentcollect_pipeline.resources import ARSyncSettings, BillComResource, WarehouseResource
 from agentcollect_pipeline.sandboxes import ar_sources
 from agentcollect_pipeline.sandboxes.server import serve_in_thread
 
 
-def _resource(kind: str, running: ar_sources.ARSandbox, url: str, warehouse: WarehouseResource) -> ARSourceResource:
-    env = running.environment(url)
-    if kind == "billcom":
-        return ARSourceResource(kind=kind, billcom=BillComResource(
-            base_url=env["BILLCOM_BASE_URL"], username=env["BILLCOM_USERNAME"], password=env["BILLCOM_PASSWORD"],
-            org_id=env["BILLCOM_ORG_ID"], dev_key=env["BILLCOM_DEV_KEY"], warehouse=warehouse))
-    if kind == "qbo":
-        from agentcollect_pipeline.ar_source.qbo_resource import QBOResource
+@contextlib.contextmanager
+def _bound(kind: str, running: ar_sources.ARSandbox, url: str, folder: str):
+    """The code location's own resources, bound from the environment the sandbox asks for (as `dagster dev`
+    would bind them): (ARSourceResource, ARSource, Warehouse)."""
+    from agentcollect_pipeline.definitions import build_resources
 
-        return ARSourceResource(kind=kind, qbo=QBOResource(
-            base_url=env["QBO_BASE_URL"], token_url=env["QBO_TOKEN_URL"], client_id=env["QBO_CLIENT_ID"],
-            client_secret=env["QBO_CLIENT_SECRET"], realm_id=env["QBO_REALM_ID"],
-            refresh_token=env["QBO_REFRESH_TOKEN"], token_encryption_key=env["AGENTCOLLECT_TOKEN_ENCRYPTION_KEY"],
-            warehouse=warehouse))
-    from agentcollect_pipeline.ar_source.netsuite_resource import NetSuiteResource
-
-    return ARSourceResource(kind=kind, netsuite=NetSuiteResource(
-        base_url=env["NETSUITE_BASE_URL"], account_id=env["NETSUITE_ACCOUNT_ID"], client_id=env["NETSUITE_CLIENT_ID"],
-        certificate_id=env["NETSUITE_CERTIFICATE_ID"], private_key=env["NETSUITE_PRIVATE_KEY"],
-        account_timezone=env["NETSUITE_ACCOUNT_TIMEZONE"]))
+    os.environ.update({**running.environment(url), "AGENTCOLLECT_DATABASE_URL": f"sqlite:///{Path(folder) / 'bench.sqlite'}"})
+    resources = build_resources(kind)
+    with dg.build_resources({name: resources[name] for name in ("warehouse", "ar_source", "ar_settings")}) as bound:
+        yield bound.ar_source, bound.ar_source.get_source(bound.ar_settings), bound.warehouse.get_warehouse()
 
 
 def _sync_all(kind: str, source, store) -> dict[str, int]:
@@ -88,11 +80,7 @@ def bench(kind: str, invoices: int, customers: int, payments: int) -> dict:
     running = ar_sources.start(kind, seed=7, invoices=invoices, customers=customers)
     server = serve_in_thread(running.app)
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            warehouse = WarehouseResource(database_url=f"sqlite:///{Path(folder) / 'bench.sqlite'}")
-            resource = _resource(kind, running, server.url, warehouse)
-            source = resource.get_source(ARSyncSettings())
-            store = warehouse.get_warehouse()
+        with tempfile.TemporaryDirectory() as folder, _bound(kind, running, server.url, folder) as (resource, source, store):
 
             calls = resource.api_calls()
             started = time.perf_counter()

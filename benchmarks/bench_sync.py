@@ -85,11 +85,11 @@ def run_sync(sandbox: SandboxProcess, warehouse: Warehouse, *, logout: bool) -> 
     started = time.perf_counter()
     changed = {}
     changed["customers"] = sync.sync_stream(sync.streams_for("billcom").customers, source.customers_changed, warehouse).rows_changed
-    regions = sync.customer_regions(warehouse)
+    regions = sync.customer_regions(warehouse, "billcom")
     changed["contacts"] = sync.sync_stream(
         sync.streams_for("billcom").contacts, lambda since: source.contacts_changed(since, regions), warehouse
     ).rows_changed
-    currencies = sync.customer_currencies(warehouse)
+    currencies = sync.customer_currencies(warehouse, "billcom")
     changed["invoices"] = sync.sync_stream(
         sync.streams_for("billcom").invoices, lambda since: source.invoices_changed(since, currencies.get), warehouse
     ).rows_changed

@@ -32,7 +32,7 @@ class ARRecordNotFoundError(ARSourceError):
     """The record asked for by id does not exist at the AR source. `missing_ids` names them when known, so a
     batched read can go on without them."""
 
-    missing_ids: list[str] = []
+    missing_ids: Sequence[str] = ()
 
 
 class ARTransportError(Exception):

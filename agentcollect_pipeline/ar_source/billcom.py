@@ -17,6 +17,7 @@ from agentcollect_pipeline.clients.billcom import (
     parse_timestamp,
 )
 from agentcollect_pipeline.money import from_minor_units
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ PAYMENT_TYPES = {"cash": "0", "check": "1", "card": "2", "ach": "3", "paypal": "
 
 class BillComARSource(ARSource):
     name = "billcom"
-    display_name = "Bill.com"
+    display_name = AR_SOURCE_NAMES[name]
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from agentcollect_pipeline.clients.netsuite import (
     suiteql_literal,
 )
 from agentcollect_pipeline.money import from_minor_units
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def merge_note(current: str | None, line: str, limit: int) -> str | None:
 
 class NetSuiteARSource(ARSource):
     name = "netsuite"
-    display_name = "NetSuite"
+    display_name = AR_SOURCE_NAMES[name]
 
     def __init__(
         self,

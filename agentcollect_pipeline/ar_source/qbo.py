@@ -38,6 +38,7 @@ from agentcollect_pipeline.clients.qbo import (
     where_in,
 )
 from agentcollect_pipeline.money import from_minor_units
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ CDC_LOOKBACK = timedelta(days=29)  # QBO serves 30 days; a day of margin for clo
 
 class QBOARSource(ARSource):
     name = "qbo"
-    display_name = "QuickBooks Online"
+    display_name = AR_SOURCE_NAMES[name]
 
     def __init__(
         self,

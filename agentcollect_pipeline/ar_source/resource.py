@@ -15,7 +15,8 @@ from agentcollect_pipeline.ar_source.base import ARSource
 from agentcollect_pipeline.ar_source.netsuite_resource import NetSuiteResource
 from agentcollect_pipeline.ar_source.qbo_resource import QBOResource
 from agentcollect_pipeline.resources import ARSyncSettings, BillComResource
-from agentcollect_pipeline.warehouse.schema import AR_SOURCES, ARTables, ar_tables
+from agentcollect_pipeline.settings import AR_SOURCE_CHOICES
+from agentcollect_pipeline.warehouse.schema import ARTables, ar_tables
 
 
 class ARSourceResource(dg.ConfigurableResource):
@@ -27,8 +28,8 @@ class ARSourceResource(dg.ConfigurableResource):
     netsuite: NetSuiteResource | None = None
 
     def _configured(self) -> Any:
-        if self.kind not in AR_SOURCES:
-            raise ValueError(f"AGENTCOLLECT_AR_SOURCE: {self.kind!r} is not one of {', '.join(AR_SOURCES)}")
+        if self.kind not in AR_SOURCE_CHOICES:
+            raise ValueError(f"AGENTCOLLECT_AR_SOURCE: {self.kind!r} is not one of {', '.join(AR_SOURCE_CHOICES)}")
         resource = getattr(self, self.kind)
         if resource is None:
             raise ValueError(f"AR source {self.kind!r} is selected but not configured")

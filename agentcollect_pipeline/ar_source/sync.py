@@ -142,13 +142,13 @@ def sync_stream(
     )
 
 
-def customer_currencies(warehouse: Warehouse, source: str = "billcom") -> dict[str, str]:
+def customer_currencies(warehouse: Warehouse, source: str) -> dict[str, str]:
     table = schema.ar_tables(source).customers
     with warehouse.engine.connect() as conn:
         return dict(conn.execute(sa.select(table.c.customer_id, table.c.currency)).all())
 
 
-def customer_regions(warehouse: Warehouse, source: str = "billcom") -> dict[str, str | None]:
+def customer_regions(warehouse: Warehouse, source: str) -> dict[str, str | None]:
     table = schema.ar_tables(source).customers
     with warehouse.engine.connect() as conn:
         rows = conn.execute(sa.select(table.c.customer_id, table.c.bill_country)).all()

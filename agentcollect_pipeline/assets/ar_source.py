@@ -21,11 +21,11 @@ from agentcollect_pipeline.ar_source.resource import ARSourceResource
 from agentcollect_pipeline.assets.metadata import definition_metadata as _definition_metadata
 from agentcollect_pipeline.assets.metadata import preview
 from agentcollect_pipeline.resources import ARSyncSettings, WarehouseResource
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES
 from agentcollect_pipeline.warehouse.store import Warehouse
 
 GROUP = "ar_source"
 OWNERS = ["team:finance-data"]
-SOURCE_NAMES = {"billcom": "Bill.com", "qbo": "QuickBooks Online", "netsuite": "NetSuite"}
 
 
 class SyncConfig(dg.Config):
@@ -107,7 +107,7 @@ def _sync_asset(
 def build_ar_source_assets(kind: str) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """The four synced assets of one AR source, named `<kind>_customers` … `<kind>_received_payments`."""
     streams = sync.streams_for(kind)
-    source_name = SOURCE_NAMES[kind]
+    source_name = AR_SOURCE_NAMES[kind]
     customers = _sync_asset(
         kind, streams.customers,
         f"Every {source_name} customer (active or not) with billing address, email and phone (E.164 when "

@@ -19,13 +19,12 @@ import dagster as dg
 from agentcollect_pipeline.ar_source import sync
 from agentcollect_pipeline.ar_source.base import ARRecordNotFoundError
 from agentcollect_pipeline.ar_source.resource import ARSourceResource
-from agentcollect_pipeline.assets.ar_source import SOURCE_NAMES
 from agentcollect_pipeline.assets.metadata import definition_metadata, preview
 from agentcollect_pipeline.money import from_minor_units
 from agentcollect_pipeline.payments import billcom_events, fees, paid_in_billcom, status_notes
 from agentcollect_pipeline.payments.posting import PaymentPoster
 from agentcollect_pipeline.resources import ARSyncSettings, PaymentSettings, WarehouseResource
-from agentcollect_pipeline.settings import env
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES, env
 from agentcollect_pipeline.warehouse import payments_schema as ps
 from agentcollect_pipeline.warehouse.store import frame_from_rows
 
@@ -213,7 +212,7 @@ PAYMENTS_ASSETS = [payments_posted, invoices_paid_in_billcom, fee_ledger, custom
 
 def build_paid_invoices_lane(kind: str) -> tuple[dg.JobDefinition, list[dg.SensorDefinition]]:
     """Job `paid_invoices_check` over the configured source's tables, and the sensors that request it."""
-    source_name = SOURCE_NAMES[kind]
+    source_name = AR_SOURCE_NAMES[kind]
     invoices_stream = sync.streams_for(kind).invoices
     job = dg.define_asset_job(
         name="paid_invoices_check",

@@ -90,7 +90,7 @@ def match_payment_invoices(
     return {**batch, "todo": matched}
 
 
-@dg.op(tags=TAGS, pool="ar_source", description="Post each payment exactly once (ledger reservation + key in refNumber).")
+@dg.op(tags=TAGS, pool="ar_source", description="Post each payment exactly once (ledger reservation + our key in the payment's reference at the source).")
 def post_payments(
     context: dg.OpExecutionContext,
     batch: dict,

@@ -12,14 +12,18 @@ from decimal import Decimal
 from typing import Any
 
 from agentcollect_pipeline.money import to_decimal
+from agentcollect_pipeline.settings import AR_SOURCE_NAMES
 
 
 class ARSandbox(abc.ABC):
     kind: str
-    display_name: str
 
     def __init__(self, sandbox: Any):
         self.sandbox = sandbox
+
+    @property
+    def display_name(self) -> str:
+        return AR_SOURCE_NAMES[self.kind]
 
     @property
     def app(self) -> Any:
@@ -47,7 +51,6 @@ class ARSandbox(abc.ABC):
 
 class BillComARSandbox(ARSandbox):
     kind = "billcom"
-    display_name = "Bill.com"
 
     def environment(self, url: str) -> dict[str, str]:
         credentials = self.sandbox.credentials
@@ -88,7 +91,6 @@ class BillComARSandbox(ARSandbox):
 
 class QBOARSandbox(ARSandbox):
     kind = "qbo"
-    display_name = "QuickBooks Online"
 
     def environment(self, url: str) -> dict[str, str]:
         from cryptography.fernet import Fernet
@@ -138,7 +140,6 @@ class QBOARSandbox(ARSandbox):
 
 class NetSuiteARSandbox(ARSandbox):
     kind = "netsuite"
-    display_name = "NetSuite"
     NOTE_FIELDS = ("custentity_agentcollect_notes", "comments")
 
     def environment(self, url: str) -> dict[str, str]:

@@ -49,9 +49,8 @@ def _validation_columns() -> list[sa.Column]:
     ]
 
 
-AR_SOURCES = AR_SOURCE_CHOICES
-"""The AR sources of truth AgentCollect can read. Each has its own synced tables with identical columns, so
-lineage shows which one fed the rules; everything downstream reads the configured one's."""
+# Each AR source of truth has its own synced tables with identical columns, so lineage shows which one fed
+# the rules; everything downstream reads the configured one's.
 
 
 def _customers_table(source: str) -> sa.Table:
@@ -171,7 +170,7 @@ _AR_TABLES = {
         received_payments=_received_payments_table(source),
         received_payment_lines=_received_payment_lines_table(source),
     )
-    for source in AR_SOURCES
+    for source in AR_SOURCE_CHOICES
 }
 
 
@@ -179,7 +178,7 @@ def ar_tables(source: str) -> ARTables:
     try:
         return _AR_TABLES[source]
     except KeyError:
-        raise ValueError(f"unknown AR source {source!r}; expected one of {', '.join(AR_SOURCES)}") from None
+        raise ValueError(f"unknown AR source {source!r}; expected one of {', '.join(AR_SOURCE_CHOICES)}") from None
 
 
 # Bill.com's tables by name: the payments lane's Bill.com-only parts (v3 webhooks) and older code read them.
